@@ -1,0 +1,181 @@
+"""Image classifiers used by the project.
+
+Every classifier takes images in pixel scale ``[0, 1]`` and normalises them
+itself, so attacks, masks and augmentations all work in pixel space.  Each one
+exposes ``features(x)`` (the last convolutional feature map, used by Grad-CAM
+and by feature-level defences) and ``head(feature_map)`` (pooling + linear
+layer), with ``forward(x) == head(features(x))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ImageClassifier", "SmallCNN", "WideResNet", "build_model", "MODEL_NAMES"]
+
+
+class SmallCNN(nn.Module):
+    """Three conv stages (two 3x3 convs each, BN, ReLU), sized for a laptop CPU.
+
+    The first two stages end in 2x2 max-pooling; the third stage's output is the
+    feature map Grad-CAM reads, at 1/4 of the input resolution.
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 16) -> None:
+        super().__init__()
+        widths = (width, 2 * width, 4 * width)
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        self.stage1 = nn.Sequential(*block(in_channels, widths[0]), *block(widths[0], widths[0]), nn.MaxPool2d(2))
+        self.stage2 = nn.Sequential(*block(widths[0], widths[1]), *block(widths[1], widths[1]), nn.MaxPool2d(2))
+        self.stage3 = nn.Sequential(*block(widths[1], widths[2]), *block(widths[2], widths[2]))
+        self.num_features = widths[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage3(self.stage2(self.stage1(x)))
+
+
+class _WideBasicBlock(nn.Module):
+    """Pre-activation wide residual block (Zagoruyko & Komodakis, 2016)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, drop_rate: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False)
+        self.drop_rate = drop_rate
+        self.shortcut = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        # The projection shortcut reads the pre-activated input, as in the original WRN.
+        residual = x if self.shortcut is None else self.shortcut(pre)
+        out = self.conv1(pre)
+        out = F.relu(self.bn2(out))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return self.conv2(out) + residual
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k feature extractor for 32x32 inputs (3x3 stem, three groups)."""
+
+    def __init__(self, depth: int = 28, widen_factor: int = 10, in_channels: int = 3, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if (depth - 4) % 6 != 0:
+            raise ValueError(f"model.depth must be 6n+4 for a WideResNet, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        layers: list[nn.Module] = []
+        c_in = widths[0]
+        for group, stride in zip(range(1, 4), (1, 2, 2), strict=True):
+            for i in range(n):
+                layers.append(_WideBasicBlock(c_in, widths[group], stride if i == 0 else 1, drop_rate))
+                c_in = widths[group]
+        self.blocks = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(c_in)
+        self.num_features = c_in
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.blocks(self.stem(x))))
+
+
+class _TimmResNetFeatures(nn.Module):
+    """timm's ResNet with the CIFAR stem: 3x3 stride-1 first conv and no max-pool."""
+
+    def __init__(self, variant: str, in_channels: int = 3) -> None:
+        super().__init__()
+        import timm  # imported lazily: timm is only needed for the ResNet family
+
+        net = timm.create_model(variant, pretrained=False, num_classes=0, in_chans=in_channels)
+        net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        self.net = net
+        self.num_features = net.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+
+class ImageClassifier(nn.Module):
+    """Normalisation + feature extractor + global-average-pool + linear head.
+
+    Args:
+        backbone: module mapping normalised images to a feature map; must expose
+            ``num_features`` (its channel count).
+        num_classes: number of output logits.
+        mean, std: per-channel normalisation applied inside the model, so
+            callers always pass pixels in ``[0, 1]``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(int(backbone.num_features), num_classes)
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature map for pixel-scale images ``x``."""
+        return self.backbone((x - self.mean) / self.std)
+
+    def head(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Logits from a feature map (global average pool + linear)."""
+        return self.fc(feature_map.mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MODEL_NAMES = ("small_cnn", "resnet18", "wrn28_10")
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    in_channels: int = 3,
+    **kwargs: Any,
+) -> ImageClassifier:
+    """Build a classifier by name.
+
+    Args:
+        name: one of ``MODEL_NAMES`` (``small_cnn`` for the CPU default,
+            ``resnet18`` and ``wrn28_10`` for the paper's CIFAR settings).
+        num_classes: number of classes.
+        mean, std: normalisation applied inside the model.
+        kwargs: architecture options (``width`` for ``small_cnn``; ``depth``,
+            ``widen_factor``, ``drop_rate`` for ``wrn28_10``).
+
+    Raises:
+        ValueError: naming ``model.name`` when the architecture is unknown.
+    """
+    if name == "small_cnn":
+        backbone: nn.Module = SmallCNN(in_channels=in_channels, width=int(kwargs.get("width", 16)))
+    elif name == "resnet18":
+        backbone = _TimmResNetFeatures("resnet18", in_channels=in_channels)
+    elif name == "wrn28_10":
+        backbone = WideResNet(
+            depth=int(kwargs.get("depth", 28)),
+            widen_factor=int(kwargs.get("widen_factor", 10)),
+            in_channels=in_channels,
+            drop_rate=float(kwargs.get("drop_rate", 0.0)),
+        )
+    else:
+        raise ValueError(f"model.name={name!r} is not a known architecture; choose one of {', '.join(MODEL_NAMES)}")
+    return ImageClassifier(backbone, num_classes=num_classes, mean=mean, std=std)
