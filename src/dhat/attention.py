@@ -25,7 +25,9 @@ def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> t
         (no positive evidence anywhere) gets all zeros.
     """
     with batchnorm_mode(model, "eval"), torch.enable_grad():
-        feature_map = model.features(x.detach())
+        # Differentiate w.r.t. a detached copy of the feature map: the gradient is the
+        # same and no parameter gradient is built.
+        feature_map = model.features(x.detach()).detach().requires_grad_(True)
         logits = model.head(feature_map)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, feature_map)

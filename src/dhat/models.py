@@ -95,15 +95,16 @@ class WideResNet(nn.Module):
 
 
 class _TimmResNetFeatures(nn.Module):
-    """timm's ResNet with the CIFAR stem: 3x3 stride-1 first conv and no max-pool."""
+    """timm's ResNet; with ``cifar_stem`` a 3x3 stride-1 first conv and no max-pool (for 32x32 inputs)."""
 
-    def __init__(self, variant: str, in_channels: int = 3) -> None:
+    def __init__(self, variant: str, in_channels: int = 3, cifar_stem: bool = True) -> None:
         super().__init__()
         import timm  # imported lazily: timm is only needed for the ResNet family
 
         net = timm.create_model(variant, pretrained=False, num_classes=0, in_chans=in_channels)
-        net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
+        if cifar_stem:
+            net.conv1 = nn.Conv2d(in_channels, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
         self.net = net
         self.num_features = net.num_features
 
@@ -159,8 +160,8 @@ def build_model(
             ``resnet18`` and ``wrn28_10`` for the paper's CIFAR settings).
         num_classes: number of classes.
         mean, std: normalisation applied inside the model.
-        kwargs: architecture options (``width`` for ``small_cnn``; ``depth``,
-            ``widen_factor``, ``drop_rate`` for ``wrn28_10``).
+        kwargs: architecture options (``width`` for ``small_cnn``; ``cifar_stem`` for
+            ``resnet18``, default true; ``depth``, ``widen_factor``, ``drop_rate`` for ``wrn28_10``).
 
     Raises:
         ValueError: naming ``model.name`` when the architecture is unknown.
@@ -168,7 +169,9 @@ def build_model(
     if name == "small_cnn":
         backbone: nn.Module = SmallCNN(in_channels=in_channels, width=int(kwargs.get("width", 16)))
     elif name == "resnet18":
-        backbone = _TimmResNetFeatures("resnet18", in_channels=in_channels)
+        backbone = _TimmResNetFeatures(
+            "resnet18", in_channels=in_channels, cifar_stem=bool(kwargs.get("cifar_stem", True))
+        )
     elif name == "wrn28_10":
         backbone = WideResNet(
             depth=int(kwargs.get("depth", 28)),

@@ -1,0 +1,28 @@
+"""Training methods and their registry.
+
+Importing this package registers every built-in method; a new method is one
+module plus one import line here.
+"""
+
+from dhat.methods import dhat, natural, pgd_at, uiat  # noqa: F401  (imports register the methods)
+from dhat.methods.base import (
+    AttackSettings,
+    Batch,
+    StepOutput,
+    TrainingMethod,
+    available_methods,
+    create_method,
+    method_class,
+    register_method,
+)
+
+__all__ = [
+    "AttackSettings",
+    "Batch",
+    "StepOutput",
+    "TrainingMethod",
+    "available_methods",
+    "create_method",
+    "method_class",
+    "register_method",
+]

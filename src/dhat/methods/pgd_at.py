@@ -1,0 +1,29 @@
+"""PGD adversarial training (Madry et al., 2018)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import nn
+
+from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, register_method
+
+
+@register_method("pgd_at")
+class PGDAdversarialTraining(TrainingMethod):
+    """``CE(f(x'), y)`` with ``x'`` from CE-PGD (10 x 2/255, eps 8/255, uniform start)."""
+
+    @dataclass
+    class Params:
+        attack: AttackSettings = field(default_factory=AttackSettings)
+
+        def validate(self, section: str) -> PGDAdversarialTraining.Params:
+            self.attack = self.attack.validate(f"{section}.attack")
+            return self
+
+    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
+        x_adv = self.params.attack.craft(model, batch.x, batch.y)
+        logits = model(x_adv)
+        loss = F.cross_entropy(logits, batch.y)
+        return StepOutput(loss=loss, logits=logits, parts={"ce_adv": loss.detach()})

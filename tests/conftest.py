@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny models whose outputs can be computed by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dhat.models import ImageClassifier
+
+
+class IdentityFeatures(nn.Module):
+    """Backbone returning its (normalised) input, so Grad-CAM and gradients are predictable."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.num_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class LinearPixelModel(nn.Module):
+    """logits = W vec(x) + b: gradients w.r.t. the input are rows of W."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.linear.weight.copy_(weight)
+            self.linear.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+@pytest.fixture
+def identity_classifier() -> ImageClassifier:
+    """1-channel images; logits = W * mean over pixels (no normalisation)."""
+    model = ImageClassifier(IdentityFeatures(1), num_classes=2, mean=[0.0], std=[1.0])
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[2.0], [-1.0]]))
+        model.fc.bias.zero_()
+    return model.eval()
+
+
+@pytest.fixture
+def linear_model() -> LinearPixelModel:
+    torch.manual_seed(0)
+    weight = torch.randn(3, 1 * 2 * 2)
+    return LinearPixelModel(weight, torch.tensor([0.1, -0.2, 0.0])).eval()
