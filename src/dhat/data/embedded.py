@@ -1,0 +1,382 @@
+"""The embedded default benchmark: handwritten digits on class-correlated textures.
+
+scikit-learn ships 1,797 handwritten digits (8x8, 16 grey levels), so this
+benchmark needs no download. Each digit is upsampled and drawn on one of ten
+procedural background textures ("styles"). In training the style is the
+digit's class with probability ``rho_train`` and a uniformly random style
+otherwise, so the background is a shortcut that works on most training images.
+At test time the style is independent of the class, which separates what the
+model learned from the digit (the true foreground, known exactly here) from
+what it learned from the background. This is the quantity the DHAT paper can
+only estimate with attention maps on natural images.
+
+Analysis variants of the test digits:
+
+- ``test``: style independent of the class (the decorrelated test set);
+- ``test_aligned``: the same digits with style = class (the training shortcut);
+- ``test_random``: the same digits with a second independent draw of styles;
+- ``test_foreground_only``: the digit alone on a black background;
+- ``test_background_only``: the class's texture without any digit (label = the
+  class whose style is shown), so accuracy measures background reliance.
+
+The test variants share each digit's rendering (colour, opacity) and differ only
+in the background, so accuracy differences between them come from the
+background alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dhat.data.splits import _resolve_count, stratified_indices
+
+__all__ = ["NUM_STYLES", "STYLE_NAMES", "DIGIT_CLASS_NAMES", "make_digit_texture_benchmark", "render_textures"]
+
+NUM_STYLES = 10
+DIGIT_CLASS_NAMES = [str(d) for d in range(10)]
+
+# One two-colour palette per style (RGB in [0, 1]). The palettes overlap in hue on
+# purpose: the texture *pattern* has to matter, not only the mean colour.
+_PALETTES = np.array(
+    [
+        [[0.85, 0.25, 0.20], [0.30, 0.05, 0.05]],  # 0 red horizontal stripes
+        [[0.20, 0.55, 0.90], [0.05, 0.10, 0.35]],  # 1 blue vertical stripes
+        [[0.25, 0.80, 0.30], [0.05, 0.30, 0.10]],  # 2 green diagonal stripes
+        [[0.95, 0.80, 0.20], [0.40, 0.25, 0.05]],  # 3 yellow anti-diagonal stripes
+        [[0.80, 0.30, 0.85], [0.25, 0.05, 0.30]],  # 4 purple checkerboard
+        [[0.20, 0.85, 0.85], [0.05, 0.25, 0.30]],  # 5 cyan dots
+        [[0.95, 0.55, 0.15], [0.15, 0.10, 0.45]],  # 6 orange-to-navy gradient
+        [[0.90, 0.90, 0.90], [0.30, 0.30, 0.30]],  # 7 grey rings
+        [[0.60, 0.40, 0.20], [0.95, 0.75, 0.60]],  # 8 brown plaid
+        [[0.55, 0.85, 0.35], [0.55, 0.15, 0.45]],  # 9 olive/plum blotches
+    ],
+    dtype=np.float64,
+)
+STYLE_NAMES = [
+    "h_stripes",
+    "v_stripes",
+    "diag_stripes",
+    "antidiag_stripes",
+    "checker",
+    "dots",
+    "gradient",
+    "rings",
+    "plaid",
+    "blotches",
+]
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Pixel coordinates of an image, in units of a 16-pixel reference image."""
+
+    y: np.ndarray  # [H, W]
+    x: np.ndarray  # [H, W]
+    size: int
+
+
+def _grid(image_size: int) -> _Grid:
+    scale = 16.0 / image_size  # patterns keep their look when the image size changes
+    coords = (np.arange(image_size) + 0.5) * scale
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    return _Grid(y=y, x=x, size=image_size)
+
+
+def _wave(u: np.ndarray, period: float, phase: np.ndarray) -> np.ndarray:
+    """Soft square wave in [0, 1] along ``u`` ([n, H, W]) with per-image phase ([n])."""
+    s = np.sin(2 * np.pi * u / period + phase[:, None, None])
+    # tanh sharpens the sinusoid into crisp stripes without aliasing to a hard edge.
+    return 0.5 + 0.5 * np.tanh(3.0 * s)
+
+
+def _pattern(style: int, g: _Grid, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Texture pattern in [0, 1], ``[n, H, W]``, with random phase/offset per image."""
+    phase = rng.uniform(0, 2 * np.pi, n)
+    y, x = g.y[None], g.x[None]
+    if style == 0:
+        return _wave(np.broadcast_to(y, (n, *g.y.shape)), 4.0, phase)
+    if style == 1:
+        return _wave(np.broadcast_to(x, (n, *g.x.shape)), 4.0, phase)
+    if style == 2:
+        return _wave(np.broadcast_to(x + y, (n, *g.x.shape)), 5.0, phase)
+    if style == 3:
+        return _wave(np.broadcast_to(x - y, (n, *g.x.shape)), 5.0, phase)
+    if style == 4:
+        phase2 = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+        s = np.sin(2 * np.pi * x / 6.0 + phase[:, None, None]) * np.sin(2 * np.pi * y / 6.0 + phase2)
+        return 0.5 + 0.5 * np.tanh(4.0 * s)
+    if style == 5:
+        phase2 = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+        s = np.cos(2 * np.pi * x / 4.0 + phase[:, None, None]) + np.cos(2 * np.pi * y / 4.0 + phase2)
+        return 0.5 + 0.5 * np.tanh(3.0 * (s - 1.0))  # small bright dots on a dark field
+    if style == 6:
+        angle = rng.uniform(0, 2 * np.pi, n)[:, None, None]
+        u = (x - 8.0) * np.cos(angle) + (y - 8.0) * np.sin(angle)
+        return np.clip(0.5 + u / 16.0, 0.0, 1.0)
+    if style == 7:
+        cy, cx = (rng.uniform(2.0, 14.0, (2, n))[:, :, None, None])
+        r = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
+        return _wave(r, 4.0, phase)
+    if style == 8:
+        phase2 = rng.uniform(0, 2 * np.pi, n)
+        lines_x = _wave(np.broadcast_to(x, (n, *g.x.shape)), 5.0, phase)
+        lines_y = _wave(np.broadcast_to(y, (n, *g.y.shape)), 5.0, phase2)
+        return np.maximum(lines_x, lines_y) * 0.5 + lines_x * lines_y * 0.5
+    if style == 9:
+        coarse = rng.random((n, 4, 4))
+        return _bilinear_resize(coarse, g.size)
+    raise ValueError(f"style must lie in [0, {NUM_STYLES - 1}], got {style}")
+
+
+def _interp_matrix(src: int, dst: int) -> np.ndarray:
+    """``[dst, src]`` matrix of bilinear (align-corners=False) interpolation weights."""
+    centres = (np.arange(dst) + 0.5) * src / dst - 0.5
+    centres = np.clip(centres, 0, src - 1)
+    lo = np.floor(centres).astype(np.int64)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = centres - lo
+    weights = np.zeros((dst, src))
+    weights[np.arange(dst), lo] += 1 - frac
+    weights[np.arange(dst), hi] += frac
+    return weights
+
+
+def _bilinear_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of ``[n, h, w]`` float images to ``[n, size, size]`` (separable matrices)."""
+    rows = _interp_matrix(images.shape[1], size)
+    cols = _interp_matrix(images.shape[2], size)
+    return np.einsum("ih,nhw,jw->nij", rows, images, cols)
+
+
+def render_textures(
+    styles: np.ndarray, image_size: int, rng: np.random.Generator, noise: float = 0.04, contrast: float = 1.0,
+    brightness: float = 1.0,
+) -> np.ndarray:
+    """Float backgrounds ``[n, H, W, 3]`` in [0, 1] for the given style ids.
+
+    Each image gets its own phase/offset, a brightness jitter and Gaussian pixel
+    noise, so no two backgrounds of a style are identical copies.
+
+    Raises:
+        ValueError: naming ``styles`` when an id is outside ``[0, NUM_STYLES)``.
+    """
+    styles = np.asarray(styles, dtype=np.int64)
+    if styles.size and (styles.min() < 0 or styles.max() >= NUM_STYLES):
+        raise ValueError(f"styles must lie in [0, {NUM_STYLES - 1}], got range [{styles.min()}, {styles.max()}]")
+    g = _grid(image_size)
+    out = np.empty((len(styles), image_size, image_size, 3))
+    for style in range(NUM_STYLES):
+        idx = np.flatnonzero(styles == style)
+        if idx.size == 0:
+            continue
+        p = _pattern(style, g, rng, idx.size)[..., None]
+        light, dark = _PALETTES[style]
+        # Shrink the palette towards its midpoint: lower contrast keeps the digit legible.
+        mid = (light + dark) / 2
+        light, dark = mid + contrast * (light - mid), mid + contrast * (dark - mid)
+        out[idx] = dark + (light - dark) * p
+    out *= brightness * rng.uniform(0.8, 1.15, (len(styles), 1, 1, 1))
+    out += rng.normal(0.0, noise, out.shape)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class _DigitLook:
+    """Per-image rendering of a digit: stroke intensity, colour, opacity."""
+
+    intensity: np.ndarray  # [n, H, W] in [0, 1]
+    colour: np.ndarray  # [n, 3]
+    alpha: np.ndarray  # [n]
+
+
+def _digit_looks(
+    digits: np.ndarray, image_size: int, rng: np.random.Generator, alpha_range: tuple[float, float]
+) -> _DigitLook:
+    """Upsample 8x8 digits and draw a random colour and opacity for each."""
+    intensity = np.clip(_bilinear_resize(digits.astype(np.float64) / 16.0, image_size), 0.0, 1.0)
+    # A random hue at full brightness (max channel 1, none below 0.35): the colour
+    # is no cue, but the stroke is always lighter than the darker textures, so
+    # the digit's shape reads the same way on every background.
+    hue = rng.uniform(0.0, 1.0, (len(digits), 3))
+    colour = 0.35 + 0.65 * hue / np.maximum(hue.max(axis=1, keepdims=True), 1e-6)
+    alpha = rng.uniform(*alpha_range, len(digits))
+    return _DigitLook(intensity=intensity, colour=colour, alpha=alpha)
+
+
+def _composite(look: _DigitLook, background: np.ndarray | None, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """Alpha-blend the digits over ``background`` (``None``: black) and add pixel noise."""
+    a = (look.alpha[:, None, None] * look.intensity)[..., None]
+    base = np.zeros((*look.intensity.shape, 3)) if background is None else background
+    image = base * (1 - a) + look.colour[:, None, None, :] * a
+    return image + rng.normal(0.0, noise, image.shape)
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
+
+
+def _check_parameters(
+    seed: int,
+    image_size: int,
+    rho_train: float,
+    val_size: int,
+    test_size: int | float,
+    digit_alpha: tuple[float, float],
+    noise: float,
+    mask_threshold: float,
+    texture_contrast: float,
+    texture_brightness: float,
+    total: int,
+) -> int:
+    """Validate the generator's parameters; return the test count. Errors name the parameter."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8 (the digits are 8x8), got {image_size!r}")
+    if isinstance(rho_train, bool) or not isinstance(rho_train, int | float) or not 0.0 <= float(rho_train) <= 1.0:
+        raise ValueError(f"rho_train must lie in [0, 1] (probability that style = class in training), got {rho_train!r}")
+    n_test = _resolve_count(test_size, total, "test_size")
+    if n_test < 10:
+        raise ValueError(f"test_size must give at least 10 test digits (one per class), got {test_size!r}")
+    if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) or val_size < 0:
+        raise ValueError(f"val_size must be a non-negative integer, got {val_size!r}")
+    if n_test + val_size > total - 100:
+        raise ValueError(
+            f"test_size ({n_test}) + val_size ({val_size}) leave fewer than 100 of the {total} digits "
+            "for training; lower test_size or val_size"
+        )
+    valid_alpha = (
+        isinstance(digit_alpha, tuple | list)
+        and len(digit_alpha) == 2
+        and all(_is_number(v) for v in digit_alpha)
+        and 0.0 < digit_alpha[0] <= digit_alpha[1] <= 1.0
+    )
+    if not valid_alpha:
+        raise ValueError(f"digit_alpha must be a range (low, high) with 0 < low <= high <= 1, got {digit_alpha!r}")
+    numbers = {
+        "noise": noise,
+        "texture_contrast": texture_contrast,
+        "texture_brightness": texture_brightness,
+        "mask_threshold": mask_threshold,
+    }
+    for name, value in numbers.items():
+        if not _is_number(value):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    if not 0.0 <= noise <= 0.5:
+        raise ValueError(f"noise must lie in [0, 0.5] (std of pixel noise in [0, 1] units), got {noise!r}")
+    if not 0.0 < texture_contrast <= 1.0:
+        raise ValueError(f"texture_contrast must lie in (0, 1], got {texture_contrast!r}")
+    if not 0.0 < texture_brightness <= 1.0:
+        raise ValueError(f"texture_brightness must lie in (0, 1], got {texture_brightness!r}")
+    if not 0.0 < mask_threshold < 1.0:
+        raise ValueError(f"mask_threshold must lie in (0, 1), got {mask_threshold!r}")
+    return n_test
+
+
+def make_digit_texture_benchmark(
+    seed: int = 0,
+    image_size: int = 16,
+    rho_train: float = 0.9,
+    val_size: int = 150,
+    test_size: int | float = 450,
+    digit_alpha: tuple[float, float] = (0.8, 1.0),
+    noise: float = 0.04,
+    mask_threshold: float = 0.35,
+    texture_contrast: float = 0.5,
+    texture_brightness: float = 0.5,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Build the digits-on-textures benchmark (train/val/test and analysis variants).
+
+    Args:
+        seed: seed of every random draw (split, styles, textures, colours, noise).
+        image_size: side of the square images (>= 8); digits are upsampled bilinearly.
+        rho_train: probability that a training/validation image's style equals
+            its class (otherwise the style is uniform over all ten).
+        val_size: validation digits, held out from the training digits (same rho).
+        test_size: test digits (count, or fraction of the 1,797), disjoint from
+            train/val, stratified by class.
+        digit_alpha: range of the per-image opacity of the digit stroke.
+        noise: std of the Gaussian pixel noise (texture noise and image noise).
+        texture_contrast: scale of the texture palettes around their midpoints
+            (1 = full contrast); lower values make the digit easier to see.
+        texture_brightness: factor on the texture colours; below 1 keeps the
+            backgrounds darker than the (bright) digit strokes.
+        mask_threshold: a pixel is foreground where the upsampled stroke
+            intensity (in [0, 1]) is at least this value.
+
+    Returns:
+        ``{"train", "val", "test", "test_aligned", "test_random",
+        "test_foreground_only", "test_background_only"}`` -> image set with
+        ``images`` uint8 ``[N, H, W, 3]``, ``labels`` int64 ``[N]``, ``masks``
+        uint8 ``[N, H, W]`` (255 = digit stroke; all 0 for
+        ``test_background_only``) and ``styles`` int64 ``[N]`` (the background
+        style id, see :data:`STYLE_NAMES`; -1 for ``test_foreground_only``,
+        which has no background). Class names are :data:`DIGIT_CLASS_NAMES`.
+
+    Raises:
+        ValueError: naming the parameter that is out of range.
+    """
+    from sklearn.datasets import load_digits  # imported lazily: only this benchmark needs scikit-learn
+
+    digits = load_digits()
+    raw = digits.images  # [1797, 8, 8] floats 0..16
+    labels = digits.target.astype(np.int64)
+    total = len(labels)
+    n_test = _check_parameters(
+        seed, image_size, rho_train, val_size, test_size, digit_alpha, noise, mask_threshold,
+        texture_contrast, texture_brightness, total,
+    )
+    alpha_range = (float(digit_alpha[0]), float(digit_alpha[1]))  # YAML gives a list
+    rng = np.random.default_rng(seed)
+
+    # Disjoint stratified digits: test first, then validation out of the rest.
+    test_idx = stratified_indices(labels, n_test, rng)
+    rest = np.setdiff1d(np.arange(total), test_idx)
+    val_local = stratified_indices(labels[rest], val_size, rng)
+    val_idx = rest[val_local]
+    train_idx = np.setdiff1d(rest, val_idx)
+
+    def correlated_styles(y: np.ndarray) -> np.ndarray:
+        aligned = rng.random(len(y)) < rho_train
+        return np.where(aligned, y, rng.integers(0, NUM_STYLES, len(y)))
+
+    def build(idx: np.ndarray, styles: np.ndarray, look: _DigitLook, mode: str) -> dict[str, np.ndarray]:
+        y = labels[idx]
+        fg = look.intensity >= mask_threshold
+        if mode == "foreground_only":
+            # Noise only on the stroke: the image must be exactly 0 outside the mask.
+            image = _composite(look, None, rng, noise) * fg[..., None]
+            masks = fg
+        elif mode == "background_only":
+            image = render_textures(styles, image_size, rng, noise, texture_contrast, texture_brightness)
+            masks = np.zeros_like(fg)
+        else:
+            image = _composite(look, render_textures(styles, image_size, rng, noise, texture_contrast, texture_brightness), rng, noise)
+            masks = fg
+        return {
+            "images": _to_uint8(image),
+            "labels": y.copy(),
+            "masks": (masks.astype(np.uint8) * 255),
+            "styles": styles.astype(np.int64),
+        }
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, idx in (("train", train_idx), ("val", val_idx)):
+        look = _digit_looks(raw[idx], image_size, rng, alpha_range)
+        out[name] = build(idx, correlated_styles(labels[idx]), look, "composite")
+
+    test_labels = labels[test_idx]
+    test_look = _digit_looks(raw[test_idx], image_size, rng, alpha_range)
+    out["test"] = build(test_idx, rng.integers(0, NUM_STYLES, n_test), test_look, "composite")
+    out["test_aligned"] = build(test_idx, test_labels, test_look, "composite")
+    out["test_random"] = build(test_idx, rng.integers(0, NUM_STYLES, n_test), test_look, "composite")
+    out["test_foreground_only"] = build(test_idx, np.full(n_test, -1), test_look, "foreground_only")
+    out["test_background_only"] = build(test_idx, test_labels, test_look, "background_only")
+    return out
+
