@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from dhat.attacks import batchnorm_mode, pgd
 from dhat.augment import random_crop_flip
 from dhat.config import dataclass_from_dict, parse_pixel_value
-from dhat.methods.base import Batch, TrainingMethod
+from dhat.methods.base import Batch, EpochContext, TrainingMethod
 from dhat.tensors import DeviceImageSet
 
 __all__ = ["TrainingConfig", "TrainingResult", "train_model", "seed_everything", "evaluate_clean_and_pgd"]
@@ -178,11 +178,12 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.lr_gamma)
     label = description or method.name
     history: list[dict[str, float]] = []
-    best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(model)
+    best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(method.evaluation_model(model))
     n_train = len(train_set)
     for epoch in range(config.epochs):
         model.train()
-        method.on_epoch_start(epoch, model)
+        context = EpochContext(epoch, config.epochs, model, train_set, val_set, history)
+        method.on_epoch_start(context)
         started = time.perf_counter()
         order = torch.randperm(n_train, device=device)
         sums: dict[str, float] = defaultdict(float)
@@ -210,12 +211,13 @@ def train_model(
             correct += int((output.logits.detach().argmax(1) == batch.y).sum())
             seen += size
             bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
-        method.on_epoch_end(epoch, model)
+        method.on_epoch_end(context)
+        evaluated = method.evaluation_model(model)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         train_seconds = time.perf_counter() - started
         val_clean, val_pgd = evaluate_clean_and_pgd(
-            model, val_set, float(config.val_eps), float(config.val_step_size), config.val_steps, config.val_batch_size
+            evaluated, val_set, float(config.val_eps), float(config.val_step_size), config.val_steps, config.val_batch_size
         )
         row = {
             "epoch": epoch + 1,
@@ -230,12 +232,12 @@ def train_model(
         history.append(row)
         score = row[config.select_on]
         if score > best_score:
-            best_score, best_epoch, best_state = score, epoch + 1, _cpu_state(model)
+            best_score, best_epoch, best_state = score, epoch + 1, _cpu_state(evaluated)
         logger.info(
             "%s epoch %d/%d: loss %.4f, train acc %.1f%%, val clean %.1f%%, val PGD-%d %.1f%% (%.1fs)",
             label, epoch + 1, config.epochs, row["loss"], row["train_acc"], val_clean, config.val_steps, val_pgd,
             train_seconds,
         )
     return TrainingResult(
-        best_state=best_state, last_state=_cpu_state(model), best_epoch=best_epoch, history=copy.deepcopy(history)
+        best_state=best_state, last_state=_cpu_state(method.evaluation_model(model)), best_epoch=best_epoch, history=copy.deepcopy(history)
     )

@@ -8,6 +8,7 @@ from dhat.methods import dhat, natural, pgd_at, uiat  # noqa: F401  (imports reg
 from dhat.methods.base import (
     AttackSettings,
     Batch,
+    EpochContext,
     StepOutput,
     TrainingMethod,
     available_methods,
@@ -19,6 +20,7 @@ from dhat.methods.base import (
 __all__ = [
     "AttackSettings",
     "Batch",
+    "EpochContext",
     "StepOutput",
     "TrainingMethod",
     "available_methods",

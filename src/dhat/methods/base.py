@@ -24,8 +24,11 @@ __all__ = [
     "AttackSettings",
     "Batch",
     "StepOutput",
+    "EpochContext",
     "TrainingMethod",
     "register_method",
+    "register_model_wrapper",
+    "wrap_model",
     "create_method",
     "available_methods",
     "method_class",
@@ -63,10 +66,21 @@ class AttackSettings:
             raise ValueError(f"{section}.bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
         return dataclasses.replace(self, eps=eps, step_size=step, steps=int(self.steps))
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy PGD with these settings (model mode restored afterwards)."""
+    def craft(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy PGD with these settings (model mode restored afterwards).
+
+        ``eps`` optionally replaces the radius with one per sample (class-wise radii,
+        CFA); the step size then scales with it.
+        """
+        radius: float | torch.Tensor = float(self.eps)
+        step: float | torch.Tensor = float(self.step_size)
+        if eps is not None:
+            radius = eps
+            step = eps * (float(self.step_size) / max(float(self.eps), 1e-12))
         with _bn_mode(model, self.bn_mode):
-            return pgd(model, x, y, float(self.eps), float(self.step_size), self.steps, start=self.start)
+            return pgd(model, x, y, radius, step, self.steps, start=self.start)
 
 
 @dataclass
@@ -81,6 +95,8 @@ class Batch:
         masks: attention maps in ``[0, 1]``, ``[B, H, W]``, carried through the same
             crop/flip as ``x``; ``None`` for methods that do not need them.
         epoch: 0-based epoch; ``num_epochs`` the total.
+        attack_eps: optional per-sample radius ``[B]`` of the adversarial attack, set by
+            wrappers such as CFA; objectives pass it to :meth:`AttackSettings.craft`.
     """
 
     x: torch.Tensor
@@ -89,6 +105,23 @@ class Batch:
     masks: torch.Tensor | None = None
     epoch: int = 0
     num_epochs: int = 1
+    attack_eps: torch.Tensor | None = None
+
+
+@dataclass
+class EpochContext:
+    """What epoch hooks see: the epoch (0-based), the model being trained, and the data.
+
+    ``train_set`` / ``val_set`` are :class:`dhat.tensors.DeviceImageSet` (un-augmented);
+    ``history`` holds the rows of the finished epochs.
+    """
+
+    epoch: int
+    num_epochs: int
+    model: nn.Module
+    train_set: Any
+    val_set: Any
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,11 +159,22 @@ class TrainingMethod:
         optimizer.step()
         return output
 
-    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+    def model_wrapper(self) -> dict[str, Any] | None:
+        """``{"name", "options"}`` of a registered model wrapper this method trains with, or ``None``.
+
+        The training node applies it before training and records it in the checkpoint.
+        """
+        return None
+
+    def on_epoch_start(self, context: EpochContext) -> None:
         """Hook before each epoch (e.g. schedules of method state)."""
 
-    def on_epoch_end(self, epoch: int, model: nn.Module) -> None:
-        """Hook after each epoch's optimisation, before validation."""
+    def on_epoch_end(self, context: EpochContext) -> None:
+        """Hook after each epoch's optimisation, before validation (e.g. per-class statistics, averaging)."""
+
+    def evaluation_model(self, model: nn.Module) -> nn.Module:
+        """The model that is validated and saved: ``model`` itself, or e.g. a weight average of it."""
+        return model
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (stored in checkpoints and metrics)."""
@@ -138,6 +182,33 @@ class TrainingMethod:
 
 
 _REGISTRY: dict[str, type[TrainingMethod]] = {}
+_MODEL_WRAPPERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model_wrapper(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``fn(model, **options) -> model`` so checkpoints of wrapped models can be rebuilt.
+
+    A method that changes the architecture (e.g. FSR adds modules) returns
+    ``{"name": ..., "options": {...}}`` from :meth:`TrainingMethod.model_wrapper`; the
+    checkpoint stores it and :func:`dhat.checkpoints.build_from_spec` re-applies it.
+    """
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODEL_WRAPPERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def wrap_model(model: nn.Module, wrapper: Mapping[str, Any]) -> nn.Module:
+    """Apply a registered model wrapper described by ``{"name", "options"}``."""
+    try:
+        fn = _MODEL_WRAPPERS[wrapper["name"]]
+    except KeyError:
+        raise ValueError(
+            f"unknown model wrapper {wrapper.get('name')!r}; known: {', '.join(sorted(_MODEL_WRAPPERS)) or 'none'}"
+        ) from None
+    return fn(model, **dict(wrapper.get("options") or {}))
 
 
 def register_method(name: str) -> Callable[[type[TrainingMethod]], type[TrainingMethod]]:

@@ -23,7 +23,7 @@ class PGDAdversarialTraining(TrainingMethod):
             return self
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        x_adv = self.params.attack.craft(model, batch.x, batch.y)
+        x_adv = self.params.attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)
         logits = model(x_adv)
         loss = F.cross_entropy(logits, batch.y)
         return StepOutput(loss=loss, logits=logits, parts={"ce_adv": loss.detach()})

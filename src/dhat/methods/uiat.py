@@ -26,7 +26,7 @@ def craft_adversarial_and_inverse(
     The clean and adversarial predictions that steer the inverse attack are computed
     once, without gradient, in the inverse attack's batch-norm mode.
     """
-    x_adv = attack.craft(model, batch.x, batch.y)
+    x_adv = attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)
     with batchnorm_mode(model, inverse.bn_mode):
         with torch.no_grad():
             logits_clean = model(batch.x)
