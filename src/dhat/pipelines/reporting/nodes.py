@@ -1,0 +1,46 @@
+"""Node of the ``reporting`` pipeline: aggregate every evaluated method into tables, Markdown and figures."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from dhat import reporting
+
+logger = logging.getLogger(__name__)
+
+
+def build_report(
+    evaluated_metrics: dict[str, dict[str, Any]],
+    training_histories: dict[str, pd.DataFrame],
+    mask_quality: dict[str, dict[str, Any]],
+    transfer_results: dict[str, pd.DataFrame],
+    test_set: dict[str, np.ndarray],
+    dataset_info: dict[str, Any],
+    params: dict[str, Any],
+    *upstream: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame, str, plt.Figure, plt.Figure]:
+    """Build the report from the latest metrics of each method found on disk.
+
+    ``upstream`` only orders this node after the evaluations of the same run.
+    """
+    metrics = {m: v for m, v in evaluated_metrics.items() if "best" in v}
+    histories = {m: h for m, h in training_histories.items() if m in metrics}
+    logger.info("Report over %d evaluated method(s): %s", len(metrics), ", ".join(reporting.order_methods(list(metrics))))
+    table = reporting.robustness_table(metrics)
+    bias = reporting.bias_table(metrics)
+    transfer = transfer_results.get("transfer")
+    markdown = reporting.markdown_report(metrics, table, bias, mask_quality.get("mask_model"), transfer, dataset_info)
+    curves = reporting.learning_curves_figure(histories)
+    attention = {
+        m: np.asarray(v["attention_examples"]["maps"]) for m, v in metrics.items() if v.get("attention_examples")
+    }
+    indices = next((v["attention_examples"]["indices"] for v in metrics.values() if v.get("attention_examples")), [])
+    images = test_set["images"][indices] if len(indices) else test_set["images"][:0]
+    true_masks = test_set["masks"][indices] if "masks" in test_set and len(indices) else None
+    figure = reporting.gradcam_figure(images, true_masks, attention, float(params.get("cam_threshold", 0.1)))
+    return table, bias, markdown, curves, figure

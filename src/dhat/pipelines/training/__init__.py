@@ -1,0 +1,5 @@
+"""Pipeline `training`."""
+
+from dhat.pipelines.training.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

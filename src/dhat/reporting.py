@@ -1,0 +1,327 @@
+"""Tables, Markdown and figures from the per-method metrics (Kedro-free).
+
+The report aggregates whatever methods have metrics: a run of one method does
+not need the others. Methods appear in the paper's order (table 1), with the
+natural model first as a reference and DHAT's ablations after DHAT.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written to files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = [
+    "METHOD_ORDER",
+    "display_name",
+    "order_methods",
+    "robustness_table",
+    "last_checkpoint_table",
+    "bias_table",
+    "markdown_report",
+    "learning_curves_figure",
+    "gradcam_figure",
+]
+
+# Paper order (table 1): PGD-AT and TRADES first, then MART, AWP, FSR, CFA, UIAT, SGLR, DHAT, DHAT-AWP, DHAT-CFA.
+METHOD_ORDER: tuple[str, ...] = (
+    "natural",
+    "pgd_at",
+    "trades",
+    "mart",
+    "pgd_at_awp",
+    "trades_awp",
+    "fsr",
+    "cfa",
+    "cfa_trades",
+    "uiat",
+    "sglr",
+    "dhat",
+    "dhat_awp",
+    "dhat_cfa",
+    "dhat_dhlr_only",
+    "dhat_floe_only",
+    "dhat_floe_paper",
+    "dhat_floe_reference",
+    "dhat_floe_bounded",
+)
+
+_DISPLAY = {
+    "natural": "Natural",
+    "pgd_at": "PGD-AT",
+    "trades": "TRADES",
+    "mart": "MART",
+    "pgd_at_awp": "AWP (PGD-AT)",
+    "trades_awp": "AWP (TRADES)",
+    "fsr": "FSR",
+    "cfa": "CFA",
+    "cfa_trades": "CFA (TRADES)",
+    "uiat": "UIAT",
+    "sglr": "SGLR",
+    "dhat": "DHAT",
+    "dhat_awp": "DHAT-AWP",
+    "dhat_cfa": "DHAT-CFA",
+    "dhat_dhlr_only": "DHAT (DHLR only)",
+    "dhat_floe_only": "DHAT (FLOE only)",
+    "dhat_floe_paper": "DHAT (FLOE eq. 10)",
+    "dhat_floe_reference": "DHAT (FLOE ref. code)",
+    "dhat_floe_bounded": "DHAT (FLOE bounded)",
+}
+
+# Short column names of the background-reliance table in the Markdown report.
+BIAS_COLUMNS = {
+    "acc_test_aligned": "aligned bg",
+    "acc_test": "random bg",
+    "aligned_minus_random": "gap",
+    "acc_test_foreground_only": "digit only",
+    "acc_test_background_only": "bg only",
+    "cam_iou_test": "CAM IoU",
+    "cam_fg_mass_test": "CAM mass on digit",
+}
+
+
+def display_name(method: str) -> str:
+    """Human-readable name of a method namespace."""
+    return _DISPLAY.get(method, method)
+
+
+def order_methods(methods: Sequence[str]) -> list[str]:
+    """Paper order for known methods, then any others alphabetically."""
+    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
+    return sorted(methods, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def _gap_value(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The robust gap under AutoAttack when measured, else under the first attack that was."""
+    gap = metrics.get("robust_gap") or {}
+    measured = [a for a, v in gap.items() if isinstance(v, Mapping) and v.get("gap") is not None]
+    for attack in sorted(measured, key=lambda a: a != "autoattack"):
+        return float(gap[attack]["gap"]), attack
+    return None, ""
+
+
+def _attack_columns(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Table-1 columns, with the PGD lengths that were actually run (PGD-10/20/50 by default)."""
+    pgd = sorted(
+        {k for m in metrics.values() for k in m.get("best", {}) if k.startswith("pgd") and k[3:].isdigit()},
+        key=lambda k: int(k[3:]),
+    )
+    columns = {"clean": "Clean", **{k: f"PGD-{k[3:]}" for k in pgd or ["pgd10", "pgd20", "pgd50"]}}
+    return {**columns, "cw": "CW", "autoattack": "AA"}
+
+
+def robustness_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Paper table-1 form for the selected checkpoints: accuracy (%) per attack and robust gap."""
+    rows = []
+    for method in order_methods(list(metrics)):
+        result = metrics[method]
+        best = result.get("best", {})
+        row: dict[str, Any] = {"method": method, "Method": display_name(method)}
+        for key, header in _attack_columns(metrics).items():
+            row[header] = best.get(key)
+        row["Robust Gap"], row["gap_attack"] = _gap_value(result)
+        evaluation = result.get("evaluation", {})
+        row["n_eval"] = evaluation.get("n_eval")
+        row["n_test"] = evaluation.get("n_test")
+        row["AA version"] = evaluation.get("autoattack_label", "")
+        row["best_epoch"] = result.get("checkpoint", {}).get("best_epoch")
+        row["epochs"] = result.get("checkpoint", {}).get("epochs")
+        row["sanity"] = "ok" if all(c.get("passed", False) for c in result.get("sanity_checks", [])) else "FAILED"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def last_checkpoint_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The last epoch's checkpoint next to the selected one (robust overfitting shows here)."""
+    rows = []
+    for method in order_methods(list(metrics)):
+        last = metrics[method].get("last") or {}
+        best = metrics[method].get("best") or {}
+        rows.append(
+            {
+                "Method": display_name(method),
+                "Clean (best)": best.get("clean"),
+                "PGD-10 (best)": best.get("pgd10"),
+                "Clean (last)": last.get("clean"),
+                "PGD-10 (last)": last.get("pgd10"),
+                "PGD-50 (last)": last.get("pgd50"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def bias_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Background-reliance metrics on data with known foregrounds (empty when none was measured)."""
+    rows = []
+    for method in order_methods(list(metrics)):
+        bias = metrics[method].get("bias")
+        if not bias:
+            continue
+        row = {"method": method, "Method": display_name(method)}
+        row.update({k: v for k, v in bias.items() if isinstance(v, int | float) or v is None})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+    present = [c for c in columns if c in frame.columns]
+    lines = ["| " + " | ".join(present) + " |", "|" + "---|" * len(present)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in present) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(
+    metrics: Mapping[str, Mapping[str, Any]],
+    table: pd.DataFrame,
+    bias: pd.DataFrame,
+    mask_quality: Mapping[str, Any] | None,
+    transfer: pd.DataFrame | None,
+    dataset_info: Mapping[str, Any],
+    figure_names: Sequence[str] = ("learning_curves.png", "gradcam_attention.png"),
+) -> str:
+    """The Markdown report: setting, table 1, last checkpoints, bias metrics, sanity checks, transfer."""
+    if not metrics:
+        return "# DHAT robustness report\n\nNo method has been evaluated yet: run `kedro run --pipelines=train_eval`.\n"
+    any_metrics = next(iter(metrics.values()))
+    evaluation = any_metrics.get("evaluation", {})
+    lines = [
+        "# DHAT robustness report",
+        "",
+        f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the latest metrics of each method.",
+        "",
+        "## Setting",
+        "",
+        f"- Data: `{dataset_info.get('source')}` ({dataset_info.get('sizes')}), classes: {dataset_info.get('num_classes')}",
+        f"- Evaluation: {evaluation.get('description', '')}",
+        "- Every number: model in eval mode, fp32, on the test split; checkpoints were selected on the "
+        "held-out validation split, never on test data.",
+        "",
+        "## Robust accuracy (%) of the selected checkpoints (paper table 1 form)",
+        "",
+        _markdown_table(table, ["Method", *[c for c in table.columns if c == "Clean" or c.startswith("PGD-")], "CW", "AA", "Robust Gap", "best_epoch", "sanity"]),
+        "",
+    ]
+    labels = sorted({str(v) for v in table.get("AA version", []) if v})
+    if labels:
+        lines += [f"AA: {', '.join(labels)}. Robust gap: accuracy on a fixed training subset minus the same on test "
+                  f"(attack: {', '.join(sorted({str(v) for v in table['gap_attack'] if v}))}).", ""]
+    lines += [
+        "## Selected vs last checkpoint",
+        "",
+        _markdown_table(last_checkpoint_table(metrics), ["Method", "Clean (best)", "PGD-10 (best)", "Clean (last)", "PGD-10 (last)", "PGD-50 (last)"]),
+        "",
+    ]
+    if not bias.empty:
+        short = bias.rename(columns=BIAS_COLUMNS)
+        lines += [
+            "## Background reliance (embedded data with true foreground masks)",
+            "",
+            "Clean accuracy (%) on the same test digits drawn on class-aligned backgrounds (the training shortcut) "
+            "and on random backgrounds, their gap, the digit alone and the background alone (labelled with the "
+            "class whose style it shows); the IoU of each model's Grad-CAM foreground with the true digit and the "
+            "share of Grad-CAM mass on the digit (random-background test images). All columns: "
+            "`data/08_reporting/background_bias.csv`.",
+            "",
+            _markdown_table(short, ["Method", *BIAS_COLUMNS.values()]),
+            "",
+        ]
+    if mask_quality:
+        lines += [
+            "## Attention masks used by DHAT",
+            "",
+            "Grad-CAM of the naturally trained reference model on the training images: "
+            + ", ".join(f"{k} = {_fmt(v)}" for k, v in mask_quality.items()),
+            "",
+        ]
+    failed = [
+        (method, check)
+        for method, result in metrics.items()
+        for check in result.get("sanity_checks", [])
+        if not check.get("passed", False)
+    ]
+    lines += ["## Sanity checks (gradient masking)", ""]
+    if failed:
+        lines += [f"- **{display_name(m)}: {c.get('name')} failed** ({c.get('detail', '')})" for m, c in failed]
+    else:
+        lines.append("All sanity checks passed for every method (PGD >= FGSM success, accuracy -> 0 as eps grows, "
+                     "white-box <= black-box).")
+    lines.append("")
+    if transfer is not None and not transfer.empty:
+        pivot = transfer.pivot_table(index=["source", "attack"], columns="target", values="accuracy").reset_index()
+        pivot.columns = [str(c) for c in pivot.columns]
+        lines += ["## Transfer attacks (accuracy % of the target model)", "", _markdown_table(pivot, list(pivot.columns)), ""]
+    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figure_names] + [""]
+    return "\n".join(lines)
+
+
+def learning_curves_figure(histories: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Training loss, validation clean and validation PGD accuracy per epoch, one line per method."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for method in order_methods(list(histories)):
+        history = histories[method]
+        label = display_name(method)
+        axes[0].plot(history["epoch"], history["loss"], label=label)
+        axes[1].plot(history["epoch"], history["val_clean"], label=label)
+        if "val_pgd10" in history and history["val_pgd10"].notna().any():
+            axes[2].plot(history["epoch"], history["val_pgd10"], label=label)
+    for ax, title in zip(axes, ("training loss", "validation clean accuracy (%)", "validation PGD accuracy (%)"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_figure(
+    images: np.ndarray,
+    true_masks: np.ndarray | None,
+    attention: Mapping[str, np.ndarray],
+    threshold: float,
+) -> plt.Figure:
+    """Grid: each row one test image; columns the image, its true foreground, and each method's Grad-CAM.
+
+    The Grad-CAM panels show the map over the image with the foreground (map >= threshold)
+    outlined, so attention on the background is visible at a glance.
+    """
+    methods = order_methods(list(attention))
+    n_rows = images.shape[0]
+    n_cols = 1 + (true_masks is not None) + len(methods)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.8 * n_cols, 1.8 * n_rows), squeeze=False)
+    for r in range(n_rows):
+        col = 0
+        axes[r, col].imshow(images[r])
+        axes[r, col].set_title("image" if r == 0 else "", fontsize=8)
+        col += 1
+        if true_masks is not None:
+            axes[r, col].imshow(true_masks[r], cmap="gray", vmin=0, vmax=255)
+            axes[r, col].set_title("true foreground" if r == 0 else "", fontsize=8)
+            col += 1
+        for method in methods:
+            cam = np.asarray(attention[method][r], dtype=np.float32)
+            axes[r, col].imshow(images[r])
+            axes[r, col].imshow(cam, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes[r, col].contour(cam >= threshold, levels=[0.5], colors="white", linewidths=0.6)
+            axes[r, col].set_title(display_name(method) if r == 0 else "", fontsize=8)
+            col += 1
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
