@@ -4,7 +4,7 @@ Importing this package registers every built-in method; a new method is one
 module plus one import line here.
 """
 
-from dhat.methods import dhat, natural, pgd_at, uiat  # noqa: F401  (imports register the methods)
+from dhat.methods import awp, cfa, dhat, fsr, mart, natural, pgd_at, sglr, trades, uiat  # noqa: F401  (imports register the methods)
 from dhat.methods.base import (
     AttackSettings,
     Batch,
@@ -15,6 +15,8 @@ from dhat.methods.base import (
     create_method,
     method_class,
     register_method,
+    register_model_wrapper,
+    wrap_model,
 )
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "create_method",
     "method_class",
     "register_method",
+    "register_model_wrapper",
+    "wrap_model",
 ]

@@ -151,6 +151,20 @@ class TrainingMethod:
         """Loss of ``model`` on ``batch`` (model in train mode on entry)."""
         raise NotImplementedError
 
+    def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Optional: the inputs the loss is computed on (adversarial, inverse examples), crafted once.
+
+        Methods that implement this and :meth:`loss_on` satisfy
+        ``objective(model, batch) == loss_on(model, batch, craft(model, batch))``. Wrappers that
+        need the loss at several weight settings for the *same* examples (adversarial weight
+        perturbation: the proxy step and the perturbed step share ``x'``) require the split.
+        """
+        raise NotImplementedError(f"method {self.name!r} does not separate crafting its inputs from its loss")
+
+    def loss_on(self, model: nn.Module, batch: Batch, crafted: dict[str, torch.Tensor]) -> StepOutput:
+        """Optional: the loss of ``model`` on ``batch`` at fixed inputs ``crafted`` from :meth:`craft`."""
+        raise NotImplementedError(f"method {self.name!r} does not separate crafting its inputs from its loss")
+
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> StepOutput:
         """One optimisation step on ``batch``."""
         output = self.objective(model, batch)

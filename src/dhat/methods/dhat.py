@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -56,13 +57,27 @@ class DHAT(TrainingMethod):
     Params = DHATParams
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        p = self.params
+        return self.loss_on(model, batch, self.craft(model, batch))
+
+    def _require_masks(self, batch: Batch) -> torch.Tensor:
         if batch.masks is None:
             raise ValueError(
                 f"method {self.name!r} needs attention masks: run the mask_precomputation pipeline first"
             )
-        x_adv, x_inv = craft_adversarial_and_inverse(model, batch, p.attack, p.inverse)
-        background = (batch.masks < p.omega).unsqueeze(1).to(x_inv.dtype)
+        return batch.masks
+
+    def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"x_adv", "x_inv"}``; the background image is derived from ``x_inv`` in :meth:`loss_on`."""
+        self._require_masks(batch)
+        x_adv, x_inv = craft_adversarial_and_inverse(model, batch, self.params.attack, self.params.inverse)
+        return {"x_adv": x_adv, "x_inv": x_inv}
+
+    def loss_on(self, model: nn.Module, batch: Batch, crafted: dict[str, torch.Tensor]) -> StepOutput:
+        """The DHAT loss at the fixed examples ``crafted``."""
+        p = self.params
+        masks = self._require_masks(batch)
+        x_adv, x_inv = crafted["x_adv"], crafted["x_inv"]
+        background = (masks < p.omega).unsqueeze(1).to(x_inv.dtype)
         x_bg = x_inv * background
         z_adv = model(x_adv)
         z_inv = model(x_inv)

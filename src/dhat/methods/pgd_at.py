@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -23,7 +24,14 @@ class PGDAdversarialTraining(TrainingMethod):
             return self
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        x_adv = self.params.attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)
-        logits = model(x_adv)
+        return self.loss_on(model, batch, self.craft(model, batch))
+
+    def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"x_adv"}``: CE-PGD examples (per-sample radius ``batch.attack_eps`` when set)."""
+        return {"x_adv": self.params.attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)}
+
+    def loss_on(self, model: nn.Module, batch: Batch, crafted: dict[str, torch.Tensor]) -> StepOutput:
+        """``CE(f(x'), y)`` at the fixed examples ``crafted["x_adv"]``."""
+        logits = model(crafted["x_adv"])
         loss = F.cross_entropy(logits, batch.y)
         return StepOutput(loss=loss, logits=logits, parts={"ce_adv": loss.detach()})

@@ -67,9 +67,17 @@ class UIAT(TrainingMethod):
             return self
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
+        return self.loss_on(model, batch, self.craft(model, batch))
+
+    def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"x_adv", "x_inv"}``: the adversarial and the inverse example."""
         x_adv, x_inv = craft_adversarial_and_inverse(model, batch, self.params.attack, self.params.inverse)
-        z_adv = model(x_adv)
-        z_inv = model(x_inv)
+        return {"x_adv": x_adv, "x_inv": x_inv}
+
+    def loss_on(self, model: nn.Module, batch: Batch, crafted: dict[str, torch.Tensor]) -> StepOutput:
+        """The UIAT loss at the fixed examples ``crafted``."""
+        z_adv = model(crafted["x_adv"])
+        z_inv = model(crafted["x_inv"])
         ce = F.cross_entropy(z_adv, batch.y)
         alignment = kl_between_logits(z_adv, z_inv)
         loss = ce + self.params.beta * alignment

@@ -1,0 +1,252 @@
+"""FSR: Feature Separation and Recalibration (Kim, Cho, Jung, Yoon; CVPR 2023).
+
+Follows the authors' public code (github wkim97/FSR: ``models/resnet_fsr.py``,
+``models/gumbel_sigmoid.py``, ``train.py``), summarised in DESIGN section 2, but as a
+*wrapper* over any backbone's last feature map ``F`` (``[B, C, h, w]``) instead of a
+re-written ResNet:
+
+* **Separation net** ``S``: conv3x3(C->h)-BN-ReLU, conv3x3(h->h)-BN-ReLU, conv3x3(h->C)
+  (no biases, h = ``hidden``, 64 in the public code) gives per-element scores ``s``. The
+  public code turns ``sigmoid(s)`` into a Gumbel-sigmoid sample: a two-way softmax of
+  ``(log sigmoid(s) + g1) / tau`` and ``(log(1 - sigmoid(s)) + g2) / tau`` with Gumbel
+  noise ``g1, g2``. Because ``log sigmoid(s) - log(1 - sigmoid(s)) = s`` and the
+  difference of two independent Gumbel(0, 1) variables is Logistic(0, 1), that is
+  exactly ``m = sigmoid((s + L) / tau)`` with ``L = log u - log(1 - u)``, ``u ~ U(0, 1)``,
+  which is how it is computed here (no ``1e-8`` offsets inside logarithms; ``u`` is
+  clamped to ``[1e-6, 1 - 1e-6]`` so the noise is finite).
+  Train mode draws ``L``; eval mode is deterministic. The public code's eval path feeds
+  ``u = 0.5`` to both Gumbel draws, so the noise cancels and ``m = sigmoid(s / tau)``:
+  the noise-free mask *at the same temperature* (``eval_mask: tempered``, default).
+  ``eval_mask: sigmoid`` gives the plain ``sigmoid(s)`` instead (softer than the ~binary
+  masks seen in training).
+* Robust part ``F_r = m * F``, non-robust part ``F_nr = (1 - m) * F``.
+* **Recalibration net** ``R`` (same layout as ``S``): the public code forms
+  ``F_rec = F_nr + R(F_nr) * (1 - m)`` and feeds ``F_r + F_rec`` to the classifier head,
+  i.e. ``F + R(F_nr) * (1 - m)``: only the non-robust positions are rewritten. That map is
+  what :meth:`FSRClassifier.features` returns, so Grad-CAM and ``head`` see it.
+* **Auxiliary head**: one linear layer (shared by the three parts, as in the public code)
+  on the globally average-pooled ``F_r``, ``F_nr`` and ``F_rec``.
+
+Training loss (public ``train.py``), all on the adversarial example ``x'``::
+
+    CE(f(x'), y) + lambda_sep [CE(aux(F_r), y) + CE(aux(F_nr), y')] + lambda_rec CE(aux(F_rec), y)
+
+with ``y'`` the top wrong class of the main logits on ``x'``. Inner attack: CE-PGD-10,
+eps 8/255, step 2/255 (0.25 eps), uniform start, model in eval mode, hence with the
+deterministic mask (the public attack calls the network with ``is_eval=True``).
+
+Here the mask mode follows ``model.training``: an attack crafted with ``bn_mode: train``
+also sees random masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dhat.methods.base import (
+    AttackSettings,
+    Batch,
+    StepOutput,
+    TrainingMethod,
+    register_method,
+    register_model_wrapper,
+)
+from dhat.methods.mart import top_wrong_class
+
+__all__ = ["FSR", "FSRParams", "FSRClassifier", "fsr_wrapper", "EVAL_MASKS"]
+
+EvalMask = Literal["tempered", "sigmoid"]
+EVAL_MASKS: tuple[str, ...] = ("tempered", "sigmoid")
+_NOISE_CLAMP = 1e-6
+
+
+def _conv_stack(channels: int, hidden: int) -> nn.Sequential:
+    """Three 3x3 convs ``C -> hidden -> hidden -> C`` with BN + ReLU between (public FSR layout)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, channels, 3, padding=1, bias=False),
+    )
+
+
+def _infer_sizes(base: nn.Module) -> tuple[int, int]:
+    """(feature channels, classes) of a classifier with a ``features``/``head`` interface and a linear ``fc``."""
+    for name in ("features", "head"):
+        if not callable(getattr(base, name, None)):
+            raise ValueError(
+                f"the fsr model wrapper needs a classifier exposing {name}(...); got {type(base).__name__}"
+            )
+    fc = getattr(base, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise ValueError(f"the fsr model wrapper needs a classifier with a linear head 'fc'; got {type(base).__name__}")
+    return int(fc.in_features), int(fc.out_features)
+
+
+class FSRClassifier(nn.Module):
+    """A classifier with FSR's separation and recalibration inserted before its head.
+
+    Args:
+        base: classifier exposing ``features(x)`` (last feature map), ``head(feature_map)``
+            and a linear ``fc`` (e.g. :class:`dhat.models.ImageClassifier`); kept as ``self.base``.
+        tau: Gumbel-sigmoid temperature of the mask.
+        hidden: channel width of the separation and recalibration nets.
+        eval_mask: ``tempered`` (``sigmoid(s / tau)``, public code) or ``sigmoid`` (``sigmoid(s)``).
+    """
+
+    def __init__(self, base: nn.Module, tau: float = 0.1, hidden: int = 64, eval_mask: EvalMask = "tempered") -> None:
+        super().__init__()
+        _check_options(tau, hidden, eval_mask, "fsr wrapper")
+        channels, num_classes = _infer_sizes(base)
+        self.base = base
+        self.tau = float(tau)
+        self.eval_mask = eval_mask
+        self.separation = _conv_stack(channels, int(hidden))
+        self.recalibration = _conv_stack(channels, int(hidden))
+        self.aux = nn.Linear(channels, num_classes)
+
+    def mask(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Element-wise robustness mask in ``[0, 1]``: random in train mode, deterministic in eval mode."""
+        scores = self.separation(feature_map)
+        if self.training:
+            u = torch.rand_like(scores).clamp_(_NOISE_CLAMP, 1.0 - _NOISE_CLAMP)
+            # Logistic noise = difference of the two Gumbel draws of the public Gumbel-sigmoid.
+            return torch.sigmoid((scores + torch.log(u) - torch.log1p(-u)) / self.tau)
+        if self.eval_mask == "tempered":
+            return torch.sigmoid(scores / self.tau)
+        return torch.sigmoid(scores)
+
+    def parts(self, feature_map: torch.Tensor) -> dict[str, torch.Tensor]:
+        """FSR's maps for a backbone feature map.
+
+        Returns ``mask``, ``robust`` (``m F``), ``non_robust`` (``(1 - m) F``),
+        ``recalibrated`` (``F_nr + R(F_nr)(1 - m)``, the public code's ``rec_feat``) and
+        ``output`` (``F_r + F_rec``, what the head classifies).
+        """
+        m = self.mask(feature_map)
+        robust = feature_map * m
+        non_robust = feature_map * (1.0 - m)
+        recalibrated = non_robust + self.recalibration(non_robust) * (1.0 - m)
+        return {
+            "mask": m,
+            "robust": robust,
+            "non_robust": non_robust,
+            "recalibrated": recalibrated,
+            "output": robust + recalibrated,
+        }
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The recalibrated feature map the head classifies (Grad-CAM reads this one)."""
+        return self.parts(self.base.features(x))["output"]
+
+    def head(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The wrapped classifier's head (pool + linear)."""
+        return self.base.head(feature_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Main logits and the auxiliary logits ``{"robust", "non_robust", "recalibrated"}`` of one forward."""
+        maps = self.parts(self.base.features(x))
+        aux = {name: self.aux(maps[name].mean(dim=(2, 3))) for name in ("robust", "non_robust", "recalibrated")}
+        return self.head(maps["output"]), aux
+
+
+def _check_options(tau: Any, hidden: Any, eval_mask: Any, section: str) -> None:
+    """Validate the wrapper options, naming ``section.<field>``."""
+    if isinstance(tau, bool) or not isinstance(tau, int | float) or tau <= 0:
+        raise ValueError(f"{section}.tau (Gumbel-sigmoid temperature) must be > 0, got {tau!r}")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"{section}.hidden must be an integer >= 1, got {hidden!r}")
+    if eval_mask not in EVAL_MASKS:
+        raise ValueError(f"{section}.eval_mask must be one of {', '.join(EVAL_MASKS)}, got {eval_mask!r}")
+
+
+@register_model_wrapper("fsr")
+def fsr_wrapper(
+    model: nn.Module, tau: float = 0.1, hidden: int = 64, eval_mask: EvalMask = "tempered"
+) -> FSRClassifier:
+    """Wrap ``model`` with FSR modules (checkpoints store these options and rebuild the wrapper)."""
+    return FSRClassifier(model, tau=tau, hidden=hidden, eval_mask=eval_mask)
+
+
+def _fsr_attack() -> AttackSettings:
+    # Public FSR train.py: CE-PGD-10, eps 8/255, step 0.25 eps, uniform start, net.eval() while crafting.
+    return AttackSettings(eps="8/255", step_size="2/255", steps=10, start="uniform", bn_mode="eval")
+
+
+@dataclass
+class FSRParams:
+    """FSR hyper-parameters: loss weights, the inner attack and the wrapper's options."""
+
+    attack: AttackSettings = field(default_factory=_fsr_attack)
+    lambda_sep: float = 1.0
+    lambda_rec: float = 1.0
+    tau: float = 0.1
+    hidden: int = 64
+    eval_mask: str = "tempered"
+
+    def validate(self, section: str) -> FSRParams:
+        self.attack = self.attack.validate(f"{section}.attack")
+        for name in ("lambda_sep", "lambda_rec"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+        _check_options(self.tau, self.hidden, self.eval_mask, section)
+        return self
+
+
+@register_method("fsr")
+class FSR(TrainingMethod):
+    """FSR training of a wrapped model.
+
+    Loss ``CE(f(x'), y) + lambda_sep [CE(aux_r, y) + CE(aux_nr, y')] + lambda_rec CE(aux_rec, y)``.
+    """
+
+    Params = FSRParams
+
+    def model_wrapper(self) -> dict[str, Any]:
+        p = self.params
+        return {"name": "fsr", "options": {"tau": float(p.tau), "hidden": int(p.hidden), "eval_mask": p.eval_mask}}
+
+    def _check_wrapped(self, model: nn.Module) -> None:
+        if not callable(getattr(model, "forward_with_aux", None)):
+            raise ValueError(
+                f"method {self.name!r} trains a model wrapped by the 'fsr' model wrapper (it needs forward_with_aux); "
+                f"got {type(model).__name__}: build it with dhat.methods.base.wrap_model(model, method.model_wrapper())"
+            )
+
+    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
+        return self.loss_on(model, batch, self.craft(model, batch))
+
+    def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"x_adv"}``: CE-PGD examples on the wrapped model (deterministic mask in eval mode)."""
+        self._check_wrapped(model)
+        return {"x_adv": self.params.attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)}
+
+    def loss_on(self, model: nn.Module, batch: Batch, crafted: dict[str, torch.Tensor]) -> StepOutput:
+        """The FSR loss at the fixed examples ``crafted["x_adv"]``."""
+        self._check_wrapped(model)
+        p = self.params
+        logits, aux = model.forward_with_aux(crafted["x_adv"])
+        wrong = top_wrong_class(logits, batch.y)
+        ce = F.cross_entropy(logits, batch.y)
+        sep_robust = F.cross_entropy(aux["robust"], batch.y)
+        sep_non_robust = F.cross_entropy(aux["non_robust"], wrong)
+        rec = F.cross_entropy(aux["recalibrated"], batch.y)
+        loss = ce + p.lambda_sep * (sep_robust + sep_non_robust) + p.lambda_rec * rec
+        parts = {
+            "ce_adv": ce.detach(),
+            "sep_robust": sep_robust.detach(),
+            "sep_non_robust": sep_non_robust.detach(),
+            "rec": rec.detach(),
+        }
+        return StepOutput(loss=loss, logits=logits, parts=parts)
