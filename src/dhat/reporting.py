@@ -134,6 +134,8 @@ def robustness_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         row["best_epoch"] = result.get("checkpoint", {}).get("best_epoch")
         row["epochs"] = result.get("checkpoint", {}).get("epochs")
         row["sanity"] = "ok" if all(c.get("passed", False) for c in result.get("sanity_checks", [])) else "FAILED"
+        diverged = result.get("checkpoint", {}).get("diverged_epoch")
+        row["notes"] = f"diverged in epoch {diverged}" if diverged else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -214,7 +216,7 @@ def markdown_report(
         "",
         "## Robust accuracy (%) of the selected checkpoints (paper table 1 form)",
         "",
-        _markdown_table(table, ["Method", *[c for c in table.columns if c == "Clean" or c.startswith("PGD-")], "CW", "AA", "Robust Gap", "best_epoch", "sanity"]),
+        _markdown_table(table, ["Method", *[c for c in table.columns if c == "Clean" or c.startswith("PGD-")], "CW", "AA", "Robust Gap", "best_epoch", "sanity", "notes"]),
         "",
     ]
     labels = sorted({str(v) for v in table.get("AA version", []) if v})

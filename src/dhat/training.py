@@ -103,6 +103,7 @@ class TrainingResult:
     last_state: dict[str, torch.Tensor]
     best_epoch: int
     history: list[dict[str, float]]
+    diverged_epoch: int | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -180,6 +181,7 @@ def train_model(
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(method.evaluation_model(model))
     n_train = len(train_set)
+    diverged_epoch: int | None = None
     for epoch in range(config.epochs):
         model.train()
         context = EpochContext(epoch, config.epochs, model, train_set, val_set, history)
@@ -205,12 +207,24 @@ def train_model(
             )
             output = method.train_step(model, optimizer, batch)
             size = index.numel()
-            sums["loss"] += float(output.loss.detach()) * size
+            loss_value = float(output.loss.detach())
+            if not math.isfinite(loss_value):
+                diverged_epoch = epoch + 1
+                break
+            sums["loss"] += loss_value * size
             for name, value in output.parts.items():
                 sums[name] += float(value) * size
             correct += int((output.logits.detach().argmax(1) == batch.y).sum())
             seen += size
             bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+        if diverged_epoch is not None:
+            # The weights are no longer finite: keep the best checkpoint so far and stop, loudly.
+            logger.error(
+                "%s: the training loss became non-finite in epoch %d; training stopped. The selected checkpoint "
+                "(epoch %d) is kept; check the method's loss weights (an unbounded term such as FLOE 'paper' "
+                "can diverge).", label, diverged_epoch, best_epoch,
+            )
+            break
         method.on_epoch_end(context)
         evaluated = method.evaluation_model(model)
         lr = optimizer.param_groups[0]["lr"]
@@ -239,5 +253,9 @@ def train_model(
             train_seconds,
         )
     return TrainingResult(
-        best_state=best_state, last_state=_cpu_state(method.evaluation_model(model)), best_epoch=best_epoch, history=copy.deepcopy(history)
+        best_state=best_state,
+        last_state=_cpu_state(method.evaluation_model(model)),
+        best_epoch=best_epoch,
+        history=copy.deepcopy(history),
+        diverged_epoch=diverged_epoch,
     )

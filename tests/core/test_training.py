@@ -69,3 +69,23 @@ def test_invalid_training_parameters_name_the_key(key, value):
         TrainingConfig.from_dict({key: value})
     with pytest.raises(ValueError, match="training.epochz"):
         TrainingConfig.from_dict({"epochz": 3})
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_best_checkpoint():
+    from dhat.methods.base import StepOutput, TrainingMethod
+
+    class ExplodesInEpochTwo(TrainingMethod):
+        name = "explodes"
+
+        def objective(self, model, batch):
+            logits = model(batch.x)
+            loss = torch.nn.functional.cross_entropy(logits, batch.y)
+            if batch.epoch == 1:
+                loss = loss * float("nan")
+            return StepOutput(loss=loss, logits=logits)
+
+    train, val = _tiny_sets()
+    result = train_model(build_model("small_cnn", num_classes=3, width=4), ExplodesInEpochTwo(None), train, val, _config(epochs=4))
+    assert result.diverged_epoch == 2
+    assert len(result.history) == 1 and result.best_epoch == 1
+    assert all(torch.isfinite(v).all() for v in result.best_state.values() if v.is_floating_point())

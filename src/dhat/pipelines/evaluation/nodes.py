@@ -108,6 +108,7 @@ def evaluate_method(
             "best_epoch": model_best["metadata"].get("best_epoch"),
             "epochs": model_best["metadata"].get("epochs"),
             "selected_on": model_best["metadata"].get("selected_on"),
+            "diverged_epoch": model_best["metadata"].get("diverged_epoch"),
         },
         "evaluation": {
             "n_eval": n_eval,

@@ -61,11 +61,13 @@ def fit(
         "method": method.describe(),
         "training": {k: v for k, v in vars(config).items()},
         "best_epoch": result.best_epoch,
+        "diverged_epoch": result.diverged_epoch,
         "selected_on": config.select_on,
         "epochs": config.epochs,
     }
     best = make_checkpoint(result.best_state, spec, checkpoint="best", epoch=result.best_epoch, **common)
-    last = make_checkpoint(result.last_state, spec, checkpoint="last", epoch=config.epochs, **common)
+    last_epoch = config.epochs if result.diverged_epoch is None else result.diverged_epoch
+    last = make_checkpoint(result.last_state, spec, checkpoint="last", epoch=last_epoch, **common)
     history = pd.DataFrame(result.history)
     history.insert(0, "method", label)
     return best, last, history
