@@ -16,7 +16,7 @@ from dhat.pipelines import (
     training,
     transfer,
 )
-from dhat.pipelines.methods import ABLATION_METHODS, ALL_METHODS, DEFAULT_METHODS
+from dhat.pipelines.methods import ABLATION_METHODS, ALL_METHODS, BASELINE_METHODS, DEFAULT_METHODS
 
 
 def _train_eval(methods: tuple[str, ...]) -> Pipeline:
@@ -32,9 +32,19 @@ def _train_eval(methods: tuple[str, ...]) -> Pipeline:
     )
 
 
+DEFAULT_TRAIN_EVAL_METHODS: tuple[str, ...] = DEFAULT_METHODS
+_train_eval_methods: tuple[str, ...] = DEFAULT_METHODS
+
+
+def set_train_eval_methods(methods: tuple[str, ...]) -> None:
+    """Choose the method namespaces of ``train_eval`` (set by :class:`dhat.session.DhatSession` per run)."""
+    global _train_eval_methods  # noqa: PLW0603 - one selection per process run, read by register_pipelines
+    _train_eval_methods = tuple(dict.fromkeys(methods))
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Map pipeline names to pipelines (``kedro run --pipelines=<name>``)."""
-    train_eval = _train_eval(DEFAULT_METHODS)
+    train_eval = _train_eval(_train_eval_methods)
     return {
         "data_ingestion": data_ingestion.create_pipeline(),
         "mask_precomputation": mask_precomputation.create_pipeline(),
@@ -43,6 +53,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "transfer": transfer.create_pipeline(),
         "reporting": reporting.create_pipeline(),
         "train_eval": train_eval,
+        "train_eval_baselines": _train_eval(BASELINE_METHODS),
         "train_eval_ablations": _train_eval(ABLATION_METHODS),
         "train_eval_all": _train_eval(ALL_METHODS),
         "__default__": train_eval,

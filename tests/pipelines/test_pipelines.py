@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 from kedro.framework.project import pipelines
-from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+
+from dhat.session import DhatSession
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_METHODS = ["natural", "pgd_at", "uiat", "dhat"]
@@ -33,7 +34,7 @@ def _make_project(root: Path) -> Path:
 def _run(project: Path, **run_kwargs):
     bootstrap_project(project)
     extra_params = run_kwargs.pop("extra_params", None)
-    with KedroSession.create(project_path=project, env="test", runtime_params=extra_params) as session:
+    with DhatSession.create(project_path=project, env="test", runtime_params=extra_params) as session:
         return session.run(**run_kwargs)
 
 
@@ -135,6 +136,47 @@ def test_training_without_data_names_the_pipeline_to_run(tmp_path):
 def test_registry_has_every_stage_and_the_composites():
     bootstrap_project(REPO)
     names = set(pipelines)
-    assert {"data_ingestion", "mask_precomputation", "training", "evaluation", "transfer", "reporting", "train_eval"} <= names
+    assert {"data_ingestion", "mask_precomputation", "training", "evaluation", "transfer", "reporting", "train_eval",
+            "train_eval_baselines", "train_eval_ablations", "train_eval_all"} <= names
     namespaces = {n.namespace for n in pipelines["train_eval"].nodes if n.namespace}
     assert namespaces == set(DEFAULT_METHODS)
+
+
+def test_train_eval_methods_follow_the_environment_and_namespaces(tmp_path):
+    from dhat.pipelines.methods import ALL_METHODS
+
+    project = _make_project(tmp_path)
+    # The environment's list decides what train_eval trains...
+    _run(project, pipeline_names=["train_eval"], extra_params={"train_eval": {"methods": ["natural", "trades"]}})
+    evaluated = {p.name for p in (project / "data/07_model_output").iterdir() if (p / "metrics.json").exists()}
+    assert evaluated == {"natural", "trades"}
+    # ... and --namespaces runs any configured method, listed or not.
+    _run(project, pipeline_names=["train_eval"], namespaces=["mart"])
+    assert (project / "data/07_model_output/mart/metrics.json").exists()
+    bootstrap_project(REPO)
+    configured = {m for m in ALL_METHODS}
+    assert {"trades", "mart", "pgd_at_awp", "trades_awp", "fsr", "cfa", "cfa_trades", "sglr", "dhat_awp", "dhat_cfa"} <= configured
+
+
+BASELINES = ["trades", "mart", "pgd_at_awp", "trades_awp", "fsr", "cfa", "cfa_trades", "sglr", "dhat_awp", "dhat_cfa"]
+
+
+@pytest.mark.parametrize("method", BASELINES)
+def test_each_baseline_trains_and_evaluates_as_its_own_namespace(project, method):
+    from dhat.checkpoints import load_classifier
+
+    _run(project, pipeline_names=["train_eval"], namespaces=[method])
+    metrics = json.loads(_latest(project / f"data/07_model_output/{method}/metrics.json").read_text())
+    assert metrics["method_config"]["name"] == method
+    assert 0 <= metrics["best"]["autoattack"] <= metrics["best"]["clean"] <= 100
+    checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), map_location="cpu", weights_only=True)
+    assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_report_lists_methods_in_the_paper_order(project):
+    _run(project, pipeline_names=["reporting"])
+    table = pd.read_csv(project / "data/08_reporting/table1_robustness.csv")
+    evaluated = table["method"].tolist()
+    expected = ["natural", "pgd_at", "trades", "mart", "pgd_at_awp", "trades_awp", "fsr", "cfa", "cfa_trades", "sglr", "dhat", "dhat_awp", "dhat_cfa"]
+    assert [m for m in evaluated if m in expected] == [m for m in expected if m in evaluated]
+    assert set(BASELINES) <= set(evaluated)
