@@ -2,6 +2,10 @@
 
 import math
 
+from tests.hand import ce as _ce
+from tests.hand import kl as _kl
+from tests.hand import softmax as _softmax
+
 import pytest
 import torch
 
@@ -11,13 +15,6 @@ Z_INV = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
 Z_BG = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _softmax(row):
-    exps = [math.exp(v) for v in row]
-    return [e / sum(exps) for e in exps]
-
-
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
 
 
 def test_kl_between_logits_matches_hand_computation_and_direction():

@@ -2,6 +2,10 @@
 
 import math
 
+from tests.hand import ce as _ce
+from tests.hand import kl as _kl
+from tests.hand import softmax as _softmax
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,17 +15,7 @@ import dhat.methods.uiat as uiat_module
 from dhat.methods import Batch, available_methods, create_method
 
 
-def _softmax(row):
-    exps = [math.exp(v) for v in row]
-    return [e / sum(exps) for e in exps]
 
-
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
-
-
-def _ce(row, label):
-    return -math.log(_softmax(row)[label])
 
 
 def _cos2(a, b):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 import math
 
+from tests.hand import ce as _ce
+from tests.hand import kl as _kl
+from tests.hand import softmax as _softmax
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,17 +25,7 @@ from dhat.training import TrainingConfig, train_model
 EPS = 8 / 255
 
 
-def _softmax(row):
-    exps = [math.exp(v) for v in row]
-    return [e / sum(exps) for e in exps]
 
-
-def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
-
-
-def _ce(row, label):
-    return -math.log(_softmax(row)[label])
 
 
 def _tiny_model(seed: int = 0, width: int = 2) -> nn.Module:

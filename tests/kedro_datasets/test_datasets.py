@@ -385,3 +385,18 @@ def test_catalog_pinned_load_version(tmp_path: Path) -> None:
     assert DataCatalog.from_config(config).load("arrays")["v"].tolist() == [2]
     pinned = DataCatalog.from_config(config, load_versions={"arrays": V_OLD})
     assert pinned.load("arrays")["v"].tolist() == [1]
+
+
+def test_latest_results_reads_checkpoints_weights_only(tmp_path):
+    first = TorchCheckpointDataset(filepath=str(tmp_path / "a" / "model_best.pt"))
+    first.save({"state_dict": {"w": torch.ones(2)}, "metadata": {"epoch": 3}})
+    plain = tmp_path / "b" / "model_best.pt"
+    plain.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "metadata": {}}, plain)
+    loaded = LatestResultsDataset(path=str(tmp_path), result_file="model_best.pt", loader="checkpoint").load()
+    assert set(loaded) == {"a", "b"}
+    assert torch.equal(loaded["a"]["state_dict"]["w"], torch.ones(2)) and loaded["a"]["metadata"]["epoch"] == 3
+    # A pickled object is refused by weights_only loading.
+    torch.save({"state_dict": {}, "metadata": {"bad": object()}}, plain)
+    with pytest.raises(DatasetError, match="cannot parse"):
+        LatestResultsDataset(path=str(tmp_path), result_file="model_best.pt", loader="checkpoint").load()
