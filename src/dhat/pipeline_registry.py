@@ -42,6 +42,11 @@ def set_train_eval_methods(methods: tuple[str, ...]) -> None:
     _train_eval_methods = tuple(dict.fromkeys(methods))
 
 
+def train_eval_methods() -> tuple[str, ...]:
+    """The method namespaces ``train_eval`` is currently built with."""
+    return _train_eval_methods
+
+
 def register_pipelines() -> dict[str, Pipeline]:
     """Map pipeline names to pipelines (``kedro run --pipelines=<name>``)."""
     train_eval = _train_eval(_train_eval_methods)

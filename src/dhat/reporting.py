@@ -265,6 +265,8 @@ def markdown_report(
                      "white-box <= black-box).")
     lines.append("")
     if transfer is not None and not transfer.empty:
+        # Clean accuracy has no source model: one row for every target.
+        transfer = transfer.assign(source=transfer["source"].where(transfer["attack"] != "clean", "(none)"))
         pivot = transfer.pivot_table(index=["source", "attack"], columns="target", values="accuracy").reset_index()
         pivot.columns = [str(c) for c in pivot.columns]
         lines += ["## Transfer attacks (accuracy % of the target model)", "", _markdown_table(pivot, list(pivot.columns)), ""]

@@ -27,7 +27,13 @@ class DhatSession(KedroSession):
         else:
             selection = self._get_config_loader()["parameters"].get("train_eval", {}).get("methods")
             methods = tuple(selection) if selection else pipeline_registry.DEFAULT_TRAIN_EVAL_METHODS
+        previous = pipeline_registry.train_eval_methods()
         pipeline_registry.set_train_eval_methods(methods)
-        # Pipelines are built once per process and cached: rebuild them with this run's selection.
+        # Pipelines are built once per process and cached: rebuild them with this run's selection,
+        # and restore the previous one afterwards so the choice does not leak into later use.
         pipelines.configure("dhat.pipeline_registry")
-        return super().run(*args, namespaces=namespaces, **kwargs)
+        try:
+            return super().run(*args, namespaces=namespaces, **kwargs)
+        finally:
+            pipeline_registry.set_train_eval_methods(previous)
+            pipelines.configure("dhat.pipeline_registry")

@@ -1,6 +1,6 @@
 """``reporting``: table 1, bias metrics, learning curves and Grad-CAM figure of every evaluated method."""
 
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Pipeline
 
 from dhat.pipelines.ordering import node_after
 from dhat.pipelines.reporting.nodes import build_report
@@ -8,7 +8,7 @@ from dhat.pipelines.reporting.nodes import build_report
 
 def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
     """``after``: datasets this run produces that the report must wait for (not read)."""
-    report = Node(
+    return node_after(
         build_report,
         inputs=[
             "evaluated_metrics",
@@ -21,5 +21,5 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
         ],
         outputs=["results_table", "bias_table", "report", "learning_curves", "gradcam_figure"],
         name="build_report",
+        after=after,
     )
-    return node_after(report, after)

@@ -1,6 +1,6 @@
 """``transfer``: examples crafted on one trained model, scored on the others."""
 
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Pipeline
 
 from dhat.pipelines.ordering import node_after
 from dhat.pipelines.transfer.nodes import transfer_attacks
@@ -8,10 +8,10 @@ from dhat.pipelines.transfer.nodes import transfer_attacks
 
 def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
     """``after``: datasets this run produces that must exist before transfer (not read)."""
-    transfer = Node(
+    return node_after(
         transfer_attacks,
         inputs=["trained_models", "test_set", "params:transfer", "params:device"],
         outputs="transfer_table",
         name="transfer_attacks",
+        after=after,
     )
-    return node_after(transfer, after)
