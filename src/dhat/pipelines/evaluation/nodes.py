@@ -50,11 +50,17 @@ def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: 
     )
 
 
-def _variant_sets(test_variants: dict[str, dict[str, np.ndarray]], test_set: dict[str, np.ndarray], device: torch.device):
+def _variant_sets(
+    test_variants: dict[str, dict[str, np.ndarray]],
+    test_set: dict[str, np.ndarray],
+    positions: np.ndarray,
+    device: torch.device,
+):
+    """The test subset and its analysis variants restricted to the same digits (same positions)."""
     sets = {"test": test_set, **test_variants}
     out = {}
     for name, image_set in sets.items():
-        data = to_device_set(image_set, device, name=name)
+        data = to_device_set(index_set(image_set, positions), device, name=name)
         masks = None if data.masks is None else data.masks >= 128
         out[name] = (data.float_images(), data.labels, masks)
     return out
@@ -125,7 +131,7 @@ def evaluate_method(
     }
     if dataset_info.get("has_true_masks") or test_variants:
         bias = ev.background_bias_metrics(
-            model, _variant_sets(test_variants, subset, torch_device), float(params.get("cam_threshold", 0.1)), batch_size=config.batch_size
+            model, _variant_sets(test_variants, test_set, positions, torch_device), float(params.get("cam_threshold", 0.1)), batch_size=config.batch_size
         )
         metrics["bias"] = _flatten_bias(bias)
         metrics["bias_detail"] = bias
