@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from dhat.config import resolve_device
-from dhat.methods import Batch, available_methods, create_method
+from dhat.methods import Batch, available_methods, create_method, wrap_model
 from dhat.models import build_model
 
 __all__ = ["benchmark_methods", "main"]
@@ -53,9 +53,13 @@ def benchmark_methods(
     masks = torch.rand(batch_size, image_size, image_size, device=torch_device)
     runners = {}
     for name in methods:
-        model = build_model(model_name, num_classes, **(model_options or {})).to(torch_device).train()
+        method = create_method(name)
+        model = build_model(model_name, num_classes, **(model_options or {}))
+        if method.model_wrapper():
+            model = wrap_model(model, method.model_wrapper())  # e.g. FSR's extra modules
+        model = model.to(torch_device).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        runners[name] = (create_method(name), model, optimizer)
+        runners[name] = (method, model, optimizer)
     times: dict[str, list[float]] = {name: [] for name in methods}
     for round_index in range(warmup + steps):
         for name, (method, model, optimizer) in runners.items():

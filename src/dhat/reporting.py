@@ -134,8 +134,13 @@ def robustness_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         row["best_epoch"] = result.get("checkpoint", {}).get("best_epoch")
         row["epochs"] = result.get("checkpoint", {}).get("epochs")
         row["sanity"] = "ok" if all(c.get("passed", False) for c in result.get("sanity_checks", [])) else "FAILED"
-        diverged = result.get("checkpoint", {}).get("diverged_epoch")
-        row["notes"] = f"diverged in epoch {diverged}" if diverged else ""
+        checkpoint = result.get("checkpoint", {})
+        notes = []
+        if checkpoint.get("weights") not in (None, "trained model"):
+            notes.append(f"evaluated: {checkpoint['weights']}")
+        if checkpoint.get("diverged_epoch"):
+            notes.append(f"diverged in epoch {checkpoint['diverged_epoch']}")
+        row["notes"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
 

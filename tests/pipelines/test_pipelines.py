@@ -170,6 +170,8 @@ def test_each_baseline_trains_and_evaluates_as_its_own_namespace(project, method
     _run(project, pipeline_names=["train_eval"], namespaces=[method])
     metrics = json.loads(_latest(project / f"data/07_model_output/{method}/metrics.json").read_text())
     assert metrics["method_config"]["name"] == method
+    expected_weights = "FAWA weight average" if "cfa" in method else "trained model"
+    assert metrics["checkpoint"]["weights"] == expected_weights  # CFA is evaluated as its averaged model
     assert 0 <= metrics["best"]["autoattack"] <= metrics["best"]["clean"] <= 100
     checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), map_location="cpu", weights_only=True)
     assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)

@@ -142,6 +142,8 @@ class TrainingMethod:
 
     name: ClassVar[str] = ""
     needs_masks: ClassVar[bool] = False
+    # What the saved and evaluated weights are, when not simply the trained model (reports show it).
+    evaluated_weights_note: ClassVar[str] = ""
     Params: ClassVar[type] = type(None)
 
     def __init__(self, params: Any) -> None:

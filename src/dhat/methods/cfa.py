@@ -176,6 +176,8 @@ class ClassWiseCalibratedTraining(MethodWrapper):
     predictions for the next epoch's radii; :meth:`evaluation_model` is the FAWA average.
     """
 
+    evaluated_weights_note = "FAWA weight average"
+
     Params: ClassVar[type] = CFAParams
 
     def __init__(self, params: CFAParams) -> None:

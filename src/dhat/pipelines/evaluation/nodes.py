@@ -115,6 +115,7 @@ def evaluate_method(
             "epochs": model_best["metadata"].get("epochs"),
             "selected_on": model_best["metadata"].get("selected_on"),
             "diverged_epoch": model_best["metadata"].get("diverged_epoch"),
+            "weights": model_best["metadata"].get("weights", "trained model"),
         },
         "evaluation": {
             "n_eval": n_eval,

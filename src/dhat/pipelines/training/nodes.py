@@ -62,6 +62,7 @@ def fit(
         "training": {k: v for k, v in vars(config).items()},
         "best_epoch": result.best_epoch,
         "diverged_epoch": result.diverged_epoch,
+        "weights": method.evaluated_weights_note or "trained model",
         "selected_on": config.select_on,
         "epochs": config.epochs,
     }
