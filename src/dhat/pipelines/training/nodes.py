@@ -38,7 +38,10 @@ def fit(
     device: str,
     label: str,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """Train one model and return the selected and last checkpoints and the history table."""
+    """Train one model and return the selected and last checkpoints and the history table.
+
+    The Kedro node of every method namespace (``label`` = the namespace) and of the mask model.
+    """
     name, hyper, overrides = split_method_params(method_params, f"{label}.method")
     method = create_method(name, hyper, section=f"{label}.method.params")
     config = TrainingConfig.from_dict({**training_params, **overrides}, section="training")
@@ -73,17 +76,3 @@ def fit(
     history.insert(0, "method", label)
     return best, last, history
 
-
-def train_method(
-    train_set: dict[str, np.ndarray],
-    val_set: dict[str, np.ndarray],
-    attention_masks: dict[str, np.ndarray],
-    dataset_info: dict[str, Any],
-    method: dict[str, Any],
-    model: dict[str, Any],
-    training: dict[str, Any],
-    device: str,
-    namespace: str,
-) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """Kedro node: train the namespace's method with the shared model and training recipe."""
-    return fit(train_set, val_set, attention_masks, dataset_info, method, model, training, device, label=namespace)

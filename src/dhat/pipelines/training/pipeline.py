@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from dhat.pipelines.methods import DEFAULT_METHODS
-from dhat.pipelines.training.nodes import train_method
+from dhat.pipelines.training.nodes import fit
 
 SHARED_INPUTS = {"train_set", "val_set", "attention_masks", "dataset_info"}
 SHARED_PARAMS = {"params:model", "params:training", "params:device"}
@@ -13,7 +13,7 @@ def method_template(namespace: str) -> Pipeline:
     """The training node of one method; ``namespace`` names its YAML section and outputs."""
 
     def train(*inputs):
-        return train_method(*inputs, namespace=namespace)
+        return fit(*inputs, label=namespace)
 
     return Pipeline(
         [
