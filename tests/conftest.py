@@ -34,6 +34,18 @@ class LinearPixelModel(nn.Module):
         return self.linear(x.flatten(1))
 
 
+class TinyConv(nn.Module):
+    """One 3x3 convolution + ReLU backbone (outputs depend strongly on the input at random init)."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.num_features = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
 @pytest.fixture
 def identity_classifier() -> ImageClassifier:
     """1-channel images; logits = W * mean over pixels (no normalisation)."""

@@ -25,7 +25,7 @@ from dhat.evaluation import (
 )
 from dhat.models import ImageClassifier, build_model
 
-from .conftest import LinearPixelModel
+from .conftest import LinearPixelModel, TinyConv
 
 # Reduced AutoAttack used only in tests: every standard component, few iterations.
 AA_REDUCED = {
@@ -231,17 +231,6 @@ def test_pgd_and_cw_match_independent_loop_on_linear_model() -> None:
 # Small CNN: shared PGD run, eps ball, restored state
 # ---------------------------------------------------------------------------
 
-
-class TinyConv(nn.Module):
-    """One 3x3 convolution + ReLU: a backbone whose random-init outputs depend strongly on the input."""
-
-    def __init__(self, channels: int = 8) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.num_features = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
 
 
 def _tiny_setup(n: int = 10) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from dhat.evaluation import AttackSuiteConfig, evaluate_attacks
 from dhat.models import ImageClassifier
 from dhat.transfer import transfer_attack, transfer_matrix
 
-from .conftest import LinearPixelModel
+from .conftest import LinearPixelModel, TinyConv
 
 
 @pytest.fixture(autouse=True)
@@ -23,17 +23,6 @@ def _single_thread() -> Iterator[None]:
     yield
     torch.set_num_threads(threads)
 
-
-class TinyConv(nn.Module):
-    """One 3x3 convolution + ReLU backbone (outputs depend strongly on the input at random init)."""
-
-    def __init__(self, channels: int = 8) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.num_features = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
 
 
 def tiny_model(seed: int) -> ImageClassifier:
