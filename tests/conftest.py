@@ -47,6 +47,15 @@ class TinyConv(nn.Module):
 
 
 @pytest.fixture
+def single_thread():
+    """Tiny models run far faster on one thread (and do not fight other processes for cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def identity_classifier() -> ImageClassifier:
     """1-channel images; logits = W * mean over pixels (no normalisation)."""
     model = ImageClassifier(IdentityFeatures(1), num_classes=2, mean=[0.0], std=[1.0])

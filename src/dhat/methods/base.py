@@ -66,6 +66,17 @@ class AttackSettings:
             raise ValueError(f"{section}.bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
         return dataclasses.replace(self, eps=eps, step_size=step, steps=int(self.steps))
 
+    def radius_and_step(
+        self, eps: torch.Tensor | None = None
+    ) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """The attack's radius and step, or per-sample ones when ``eps`` overrides the radius.
+
+        The step keeps its ratio to the radius, so class-wise radii (CFA) get proportional steps.
+        """
+        if eps is None:
+            return float(self.eps), float(self.step_size)
+        return eps, eps * (float(self.step_size) / max(float(self.eps), 1e-12))
+
     def craft(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -74,11 +85,7 @@ class AttackSettings:
         ``eps`` optionally replaces the radius with one per sample (class-wise radii,
         CFA); the step size then scales with it.
         """
-        radius: float | torch.Tensor = float(self.eps)
-        step: float | torch.Tensor = float(self.step_size)
-        if eps is not None:
-            radius = eps
-            step = eps * (float(self.step_size) / max(float(self.eps), 1e-12))
+        radius, step = self.radius_and_step(eps)
         with _bn_mode(model, self.bn_mode):
             return pgd(model, x, y, radius, step, self.steps, start=self.start)
 

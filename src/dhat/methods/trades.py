@@ -80,11 +80,7 @@ def craft_trades_examples(
     ``eps`` optionally gives one radius per sample (CFA); the step size then scales with it,
     as in :meth:`AttackSettings.craft`.
     """
-    radius: float | torch.Tensor = float(attack.eps)
-    step: float | torch.Tensor = float(attack.step_size)
-    if eps is not None:
-        radius = eps
-        step = eps * (float(attack.step_size) / max(float(attack.eps), 1e-12))
+    radius, step = attack.radius_and_step(eps)
     with batchnorm_mode(model, attack.bn_mode):
         with torch.no_grad():
             reference = F.softmax(model(x), dim=1)
