@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from dhat.models import ImageClassifier
+from tests import hand
 
 
 class IdentityFeatures(nn.Module):
@@ -32,6 +33,19 @@ class LinearPixelModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
+
+    def input_gradient_by_hand(self, x: torch.Tensor, logit_gradient) -> torch.Tensor:
+        """d loss / d x without autograd: ``W^T g_i`` per sample, in plain Python (:mod:`tests.hand`).
+
+        ``logit_gradient(i, logits_i)`` gives the loss gradient w.r.t. sample ``i``'s logits
+        (a list), e.g. ``lambda i, z: hand.ce_logit_gradient(z, y[i])``.
+        """
+        weight, bias = self.linear.weight.tolist(), self.linear.bias.tolist()
+        rows = []
+        for i, pixels in enumerate(x.flatten(1).tolist()):
+            logits = hand.linear_logits(weight, bias, pixels)
+            rows.append(hand.linear_input_gradient(weight, logit_gradient(i, logits)))
+        return torch.tensor(rows, dtype=x.dtype).view_as(x)
 
 
 class TinyConv(nn.Module):

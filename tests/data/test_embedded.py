@@ -17,7 +17,12 @@ TEST_VARIANTS = SPLITS[2:]
 
 @pytest.fixture(scope="module")
 def bench() -> dict[str, dict[str, np.ndarray]]:
-    return make_digit_texture_benchmark(seed=0)
+    """Built once for the module, so read-only: a test that wrote into it would change later tests."""
+    data = make_digit_texture_benchmark(seed=0)
+    for image_set in data.values():
+        for array in image_set.values():
+            array.flags.writeable = False
+    return data
 
 
 def _torch_masks(image_size: int, threshold: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
@@ -32,17 +37,23 @@ def _signatures(masks: np.ndarray, labels: np.ndarray) -> list[tuple[int, bytes]
     return sorted((int(y), m.tobytes()) for m, y in zip(masks, labels, strict=True))
 
 
-def test_shapes_dtypes_and_sizes(bench):
+def test_shapes_dtypes_sizes_and_value_ranges(bench):
     assert set(bench) == set(SPLITS)
-    sizes = {"train": 1197, "val": 150}
+    sizes = {"train": 1797 - 450 - 150, "val": 150}
     for name, image_set in bench.items():
         n = sizes.get(name, 450)
         assert set(image_set) == {"images", "labels", "masks", "styles"}
         assert image_set["images"].shape == (n, 16, 16, 3) and image_set["images"].dtype == np.uint8
         assert image_set["labels"].shape == (n,) and image_set["labels"].dtype == np.int64
         assert image_set["masks"].shape == (n, 16, 16) and image_set["masks"].dtype == np.uint8
-        assert image_set["styles"].dtype == np.int64
-        assert set(np.unique(image_set["masks"])) <= {0, 255}
+        assert image_set["styles"].shape == (n,) and image_set["styles"].dtype == np.int64
+        # Values: every class in every split, styles in range (-1: no background), binary masks.
+        np.testing.assert_array_equal(np.unique(image_set["labels"]), np.arange(10))
+        expected_styles = {-1} if name == "test_foreground_only" else set(range(NUM_STYLES))
+        assert set(np.unique(image_set["styles"])) == expected_styles
+        expected_masks = {0} if name == "test_background_only" else {0, 255}
+        assert set(np.unique(image_set["masks"])) == expected_masks
+        assert np.ptp(image_set["images"]) > 150  # uint8 conversion keeps the full range, no clipping to a constant
 
 
 def test_resize_matches_torch_bilinear():
@@ -146,8 +157,18 @@ def test_textures_vary_per_image():
     tex = render_textures(np.array([0, 0, 4, 4]), 16, rng)
     assert tex.shape == (4, 16, 16, 3) and tex.min() >= 0 and tex.max() <= 1
     assert np.abs(tex[0] - tex[1]).mean() > 0.01
+    again = render_textures(np.array([0, 0, 4, 4]), 16, np.random.default_rng(0))
+    np.testing.assert_array_equal(again, tex)  # the generator alone decides the draw
     with pytest.raises(ValueError, match="styles"):
         render_textures(np.array([10]), 16, rng)
+
+
+def test_stripe_styles_are_constant_along_their_stripes():
+    # Without pixel noise, horizontal stripes (style 0) only vary down the rows, vertical ones (1) across columns.
+    tex = render_textures(np.array([0, 1]), 16, np.random.default_rng(1), noise=0.0)
+    np.testing.assert_allclose(tex[0], np.broadcast_to(tex[0][:, :1], tex[0].shape), atol=1e-12)
+    np.testing.assert_allclose(tex[1], np.broadcast_to(tex[1][:1], tex[1].shape), atol=1e-12)
+    assert np.ptp(tex[0][:, 0, 0]) > 0.1 and np.ptp(tex[1][0, :, 0]) > 0.1  # and they do vary the other way
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests of the external data sources and of the seeded splits."""
+"""The external data sources (dhat.data.sources): image folders, CIFAR, extra .npz files."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dhat.data import (
-    concat_sets,
-    load_extra_npz,
-    load_image_folder,
-    load_torchvision_cifar,
-    split_train_val,
-    stratified_indices,
-    take_subset,
-)
+from dhat.data import load_extra_npz, load_image_folder, load_torchvision_cifar
 
 # ---------------------------------------------------------------- image folders
 
@@ -110,7 +102,11 @@ def test_extra_npz_both_key_namings(tmp_path):
         np.testing.assert_array_equal(out["images"], images)
         np.testing.assert_array_equal(out["labels"], labels)
         assert out["labels"].dtype == np.int64
-    assert load_extra_npz(str(tmp_path / "a.npz"), max_images=2)["images"].shape == (2, 4, 4, 3)
+    first_two = load_extra_npz(str(tmp_path / "a.npz"), max_images=2)
+    np.testing.assert_array_equal(first_two["images"], images[:2])
+    np.testing.assert_array_equal(first_two["labels"], [3, 1])
+    with pytest.raises(ValueError, match="max_images"):
+        load_extra_npz(str(tmp_path / "a.npz"), max_images=0)
 
 
 def test_extra_npz_float_images_are_converted(tmp_path):
@@ -139,86 +135,3 @@ def test_extra_npz_errors(tmp_path, arrays, match):
 def test_extra_npz_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         load_extra_npz(str(tmp_path / "missing.npz"))
-
-
-# ---------------------------------------------------------------- splits
-
-
-def _toy_set(counts: list[int]) -> dict[str, np.ndarray]:
-    """Labels with the given class counts; every other key encodes the sample id, to check rows stay aligned."""
-    labels = np.repeat(np.arange(len(counts)), counts).astype(np.int64)
-    ids = np.arange(len(labels))
-    return {
-        "images": np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None, None], (len(ids), 2, 2, 3)).copy(),
-        "labels": labels,
-        "masks": np.broadcast_to((ids % 256).astype(np.uint8)[:, None, None], (len(ids), 2, 2)).copy(),
-        "ids": ids,
-    }
-
-
-def test_split_train_val_sizes_disjoint_and_stratified():
-    data = _toy_set([40, 40, 20])
-    train, val = split_train_val(data, val_size=10, seed=0)
-    assert len(val["labels"]) == 10 and len(train["labels"]) == 90
-    assert set(train["ids"]).isdisjoint(val["ids"])
-    assert sorted(np.concatenate([train["ids"], val["ids"]])) == list(range(100))
-    np.testing.assert_array_equal(np.bincount(val["labels"]), [4, 4, 2])
-    for part in (train, val):
-        assert set(part) == set(data)
-        np.testing.assert_array_equal(part["labels"], data["labels"][part["ids"]])
-        np.testing.assert_array_equal(part["images"][:, 0, 0, 0], part["ids"] % 256)
-        np.testing.assert_array_equal(part["masks"][:, 1, 1], part["ids"] % 256)
-    # A fraction gives the same count; a seed is deterministic; another seed differs.
-    _, val_frac = split_train_val(data, val_size=0.1, seed=0)
-    np.testing.assert_array_equal(val_frac["ids"], val["ids"])
-    _, val_other = split_train_val(data, val_size=10, seed=1)
-    assert not np.array_equal(val_other["ids"], val["ids"])
-
-
-def test_split_train_val_errors():
-    data = _toy_set([5, 5])
-    for bad in (10, 1.5, -1, "3"):
-        with pytest.raises(ValueError, match="val_size"):
-            split_train_val(data, val_size=bad, seed=0)
-    with pytest.raises(ValueError, match="same length"):
-        split_train_val({"images": np.zeros((3, 2, 2, 3)), "labels": np.zeros(2, np.int64)}, 1, 0)
-    with pytest.raises(ValueError, match="labels"):
-        split_train_val({"images": np.zeros((3, 2, 2, 3))}, 1, 0)
-
-
-def test_stratified_quota_rounds_to_nearest_counts():
-    labels = np.repeat([0, 1, 2], [6, 3, 1])
-    for seed in range(20):
-        idx = stratified_indices(labels, 5, seed)
-        counts = np.bincount(labels[idx], minlength=3)
-        # Exact shares are 3, 1.5, 0.5: class 0 gets 3; the leftover unit goes to class 1 or 2.
-        assert counts.sum() == 5 and counts[0] == 3 and sorted(counts[1:]) in ([1, 1], [0, 2]) and counts[1] >= 1
-        assert len(set(idx)) == 5 and np.all(np.diff(idx) > 0)
-
-
-def test_take_subset():
-    data = _toy_set([30, 30, 30])
-    assert len(take_subset(data, None, seed=0)["labels"]) == 90
-    assert len(take_subset(data, 500, seed=0)["labels"]) == 90
-    sub = take_subset(data, 30, seed=4)
-    np.testing.assert_array_equal(np.bincount(sub["labels"]), [10, 10, 10])
-    np.testing.assert_array_equal(sub["ids"], take_subset(data, 30, seed=4)["ids"])
-    plain = take_subset(data, 30, seed=4, stratified=False)
-    assert len(np.unique(plain["ids"])) == 30
-    for bad in (0, -2, 2.5):
-        with pytest.raises(ValueError, match="subset size n"):
-            take_subset(data, bad, seed=0)
-
-
-def test_concat_sets():
-    a, b = _toy_set([2, 1]), _toy_set([1, 1])
-    both = concat_sets(a, b)
-    np.testing.assert_array_equal(both["labels"], [0, 0, 1, 0, 1])
-    np.testing.assert_array_equal(both["ids"], [0, 1, 2, 0, 1])
-    assert both["images"].shape == (5, 2, 2, 3) and both["images"].dtype == np.uint8
-    with pytest.raises(ValueError, match="masks"):
-        concat_sets(a, {k: v for k, v in b.items() if k != "masks"})
-    with pytest.raises(ValueError, match="images"):
-        concat_sets(a, {**b, "images": np.zeros((2, 3, 3, 3), np.uint8)})
-    with pytest.raises(ValueError, match="images"):
-        concat_sets(a, {**b, "images": b["images"].astype(np.float32)})
