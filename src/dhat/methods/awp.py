@@ -41,6 +41,7 @@ from dhat.methods import trades as _trades  # noqa: F401
 from dhat.methods.base import (
     Batch,
     EpochContext,
+    MaskSettings,
     StepOutput,
     TrainingMethod,
     create_method,
@@ -120,6 +121,9 @@ class MethodWrapper(TrainingMethod):
 
     def model_wrapper(self) -> dict[str, Any] | None:
         return self.base.model_wrapper()
+
+    def mask_settings(self) -> MaskSettings | None:
+        return self.base.mask_settings()
 
     def on_epoch_start(self, context: EpochContext) -> None:
         self.base.on_epoch_start(context)

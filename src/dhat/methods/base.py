@@ -19,8 +19,11 @@ from torch import nn
 from dhat.attacks import StartKind, pgd
 from dhat.attacks import batchnorm_mode as _bn_mode
 from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.masks import MaskRule
 
 __all__ = [
+    "MASK_SOURCES",
+    "MaskSettings",
     "AttackSettings",
     "Batch",
     "StepOutput",
@@ -88,6 +91,22 @@ class AttackSettings:
         radius, step = self.radius_and_step(eps)
         with _bn_mode(model, self.bn_mode):
             return pgd(model, x, y, radius, step, self.steps, start=self.start)
+
+
+MASK_SOURCES = ("gradcam", "true")
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """A mask-needing method's choice of attention maps.
+
+    ``source``: ``gradcam`` (the precomputed Grad-CAM maps of the natural reference model)
+    or ``true`` (the data's true foreground masks: the oracle, where the data has them);
+    ``rule``: how the maps are split into foreground and background.
+    """
+
+    source: str
+    rule: MaskRule
 
 
 @dataclass
@@ -181,6 +200,13 @@ class TrainingMethod:
         output.loss.backward()
         optimizer.step()
         return output
+
+    def mask_settings(self) -> MaskSettings | None:
+        """Where a mask-needing method's attention maps come from and how they are thresholded.
+
+        ``None`` for methods that use no masks.
+        """
+        return None
 
     def model_wrapper(self) -> dict[str, Any] | None:
         """``{"name", "options"}`` of a registered model wrapper this method trains with, or ``None``.

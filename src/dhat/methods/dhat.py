@@ -1,9 +1,12 @@
 """DHAT: Debiased High-confidence Adversarial Training (Zhang et al., ICCV 2025).
 
 Per batch (DESIGN section 1): an adversarial example ``x_adv`` and an inverse
-example ``x_inv``; the background image ``x_bg = x_inv * 1[M < omega]`` built from
-the precomputed attention map ``M``; debiased logits ``z* = z_inv - z_bg``; loss
-``CE(z_adv, y) + lambda1 * DHLR(z*, z_adv) + lambda2 * FLOE(z_inv, z_bg)``.
+example ``x_inv``; the background image ``x_bg = x_inv * 1[background]`` built from
+the attention map ``M`` of each image (``M < omega`` as in the paper, or the
+``background_share`` of least-attended pixels, see :mod:`dhat.masks`); debiased logits
+``z* = z_inv - z_bg``; loss ``CE(z_adv, y) + lambda1 * DHLR(z*, z_adv) + lambda2 * FLOE(z_inv, z_bg)``.
+``mask_source`` chooses the maps: the precomputed Grad-CAM of the natural reference model
+(``gradcam``) or the data's true foreground masks (``true``, the oracle of a perfect segmenter).
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhat.losses import DHLR_FORMS, FLOE_VARIANTS, debiased_logits, dhlr_loss, floe_loss
-from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, register_method
+from dhat.masks import MaskRule, background_mask
+from dhat.methods.base import (
+    MASK_SOURCES,
+    AttackSettings,
+    Batch,
+    MaskSettings,
+    StepOutput,
+    TrainingMethod,
+    register_method,
+)
 from dhat.methods.uiat import _inverse_defaults, craft_adversarial_and_inverse
 
 
@@ -28,6 +40,9 @@ class DHATParams:
     lambda1: float = 1.0
     lambda2: float = 1.0
     omega: float = 0.1
+    mask_source: str = "gradcam"
+    mask_rule: str = "absolute"
+    background_share: float = 0.5
     dhlr_form: str = "reference"
     floe: str = "bounded"
     floe_p: float = 2.0
@@ -38,8 +53,9 @@ class DHATParams:
         for name in ("lambda1", "lambda2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.omega <= 1.0:
-            raise ValueError(f"{section}.omega (attention threshold) must be in [0, 1], got {self.omega}")
+        self.mask().rule.validate(section)
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"{section}.mask_source must be one of {', '.join(MASK_SOURCES)}, got {self.mask_source!r}")
         if self.dhlr_form not in DHLR_FORMS:
             raise ValueError(f"{section}.dhlr_form must be one of {', '.join(DHLR_FORMS)}, got {self.dhlr_form!r}")
         if self.floe not in FLOE_VARIANTS:
@@ -47,6 +63,11 @@ class DHATParams:
         if self.floe_p <= 0:
             raise ValueError(f"{section}.floe_p must be > 0, got {self.floe_p}")
         return self
+
+    def mask(self) -> MaskSettings:
+        """The attention maps this configuration uses and its background rule."""
+        rule = MaskRule(self.mask_rule, float(self.omega), float(self.background_share))  # type: ignore[arg-type]
+        return MaskSettings(self.mask_source, rule)
 
 
 @register_method("dhat")
@@ -58,6 +79,9 @@ class DHAT(TrainingMethod):
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
         return self.loss_on(model, batch, self.craft(model, batch))
+
+    def mask_settings(self) -> MaskSettings:
+        return self.params.mask()
 
     def _require_masks(self, batch: Batch) -> torch.Tensor:
         if batch.masks is None:
@@ -77,7 +101,7 @@ class DHAT(TrainingMethod):
         p = self.params
         masks = self._require_masks(batch)
         x_adv, x_inv = crafted["x_adv"], crafted["x_inv"]
-        background = (masks < p.omega).unsqueeze(1).to(x_inv.dtype)
+        background = background_mask(masks, p.mask().rule).unsqueeze(1).to(x_inv.dtype)
         x_bg = x_inv * background
         z_adv = model(x_adv)
         z_inv = model(x_inv)
