@@ -45,7 +45,7 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         **dict(spec.get("options", {})),
     )
     if spec.get("wrapper"):
-        from dhat.methods import wrap_model  # the methods package registers the wrappers
+        from dhat.methods import wrap_model  # noqa: PLC0415 - dhat.methods imports this module; import at use breaks the cycle
 
         return wrap_model(model, spec["wrapper"])
     return model

@@ -9,33 +9,29 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 
-from dhat.parameters import validate_parameters
+from dhat.parameters import STAGES, validate_parameters
 
 logger = logging.getLogger(__name__)
 
-# Node name (without namespace) -> the stage it belongs to.
-_STAGE_OF_NODE = {
-    "ingest_data": "data_ingestion",
-    "train_mask_model": "mask_precomputation",
-    "compute_attention_masks": "mask_precomputation",
-    "train": "training",
-    "evaluate": "evaluation",
-    "transfer_attacks": "transfer",
-    "build_report": "reporting",
-}
+#: Stages whose nodes live in a method namespace (the namespace names the method's YAML section).
+_PER_METHOD_STAGES = {"training", "evaluation"}
 
 
 class ParameterValidationHook:
-    """Validate every parameter the run will use before the first node starts."""
+    """Validate every parameter the run will use before the first node starts.
+
+    The stages come from the nodes' tags (each node carries its stage's name), so the
+    check follows whatever ``--pipelines``, ``--namespaces``, ``--tags`` or ``--nodes`` selected.
+    """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
         stages: set[str] = set()
         namespaces: set[str] = set()
         for node in pipeline.nodes:
-            short_name = node.name.rsplit(".", 1)[-1]
-            stages.add(_STAGE_OF_NODE.get(short_name, short_name))
-            if node.namespace and short_name in ("train", "evaluate"):
+            node_stages = set(node.tags) & set(STAGES)
+            stages |= node_stages
+            if node.namespace and node_stages & _PER_METHOD_STAGES:
                 namespaces.add(node.namespace)
         params = catalog.load("parameters")
         validate_parameters(params, stages, sorted(namespaces))

@@ -9,14 +9,14 @@ layer), with ``forward(x) == head(features(x))``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ImageClassifier", "SmallCNN", "WideResNet", "build_model", "MODEL_NAMES"]
+__all__ = ["ImageClassifier", "SmallCNN", "WideResNet", "available_models", "build_model", "register_model"]
 
 
 class SmallCNN(nn.Module):
@@ -99,7 +99,7 @@ class _TimmResNetFeatures(nn.Module):
 
     def __init__(self, variant: str, in_channels: int = 3, cifar_stem: bool = True) -> None:
         super().__init__()
-        import timm  # imported lazily: timm is only needed for the ResNet family
+        import timm  # noqa: PLC0415 - imported lazily: timm is slow to import and only the ResNet family needs it
 
         net = timm.create_model(variant, pretrained=False, num_classes=0, in_chans=in_channels)
         if cifar_stem:
@@ -142,7 +142,52 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-MODEL_NAMES = ("small_cnn", "resnet18", "wrn28_10")
+ModelBuilder = Callable[..., nn.Module]
+_MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``fn(in_channels, **options) -> backbone`` as architecture ``name``.
+
+    The backbone must expose ``num_features`` and return a feature map ``[B, C, h, w]``;
+    :func:`build_model` adds normalisation, pooling and the linear head. Options that
+    belong to other architectures are ignored (``conf/`` environments merge the ``model``
+    section softly, so ``width`` of the small CNN may sit beside ``name: resnet18``).
+    """
+
+    def decorate(fn: ModelBuilder) -> ModelBuilder:
+        if name in _MODELS:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _MODELS[name] = fn
+        return fn
+
+    return decorate
+
+
+def available_models() -> tuple[str, ...]:
+    """Names of the registered architectures, in registration order."""
+    return tuple(_MODELS)
+
+
+@register_model("small_cnn")
+def _small_cnn(in_channels: int, width: int = 16, **_other: Any) -> nn.Module:
+    """The CPU default's small CNN (``width`` channels in the first block)."""
+    return SmallCNN(in_channels=in_channels, width=int(width))
+
+
+@register_model("resnet18")
+def _resnet18(in_channels: int, cifar_stem: bool = True, **_other: Any) -> nn.Module:
+    """timm's ResNet-18; ``cifar_stem`` replaces the 7x7 stem for 32x32 inputs (paper's CIFAR setting)."""
+    return _TimmResNetFeatures("resnet18", in_channels=in_channels, cifar_stem=bool(cifar_stem))
+
+
+@register_model("wrn28_10")
+def _wide_resnet(
+    in_channels: int, depth: int = 28, widen_factor: int = 10, drop_rate: float = 0.0, **_other: Any
+) -> nn.Module:
+    """WideResNet-``depth``-``widen_factor`` (WRN-28-10 by default)."""
+    return WideResNet(depth=int(depth), widen_factor=int(widen_factor), in_channels=in_channels,
+                      drop_rate=float(drop_rate))
 
 
 def build_model(
@@ -151,34 +196,25 @@ def build_model(
     mean: Sequence[float] = (0.0, 0.0, 0.0),
     std: Sequence[float] = (1.0, 1.0, 1.0),
     in_channels: int = 3,
-    **kwargs: Any,
+    **options: Any,
 ) -> ImageClassifier:
-    """Build a classifier by name.
+    """Build a registered classifier by name.
 
     Args:
-        name: one of ``MODEL_NAMES`` (``small_cnn`` for the CPU default,
+        name: one of :func:`available_models` (``small_cnn`` for the CPU default,
             ``resnet18`` and ``wrn28_10`` for the paper's CIFAR settings).
         num_classes: number of classes.
         mean, std: normalisation applied inside the model.
-        kwargs: architecture options (``width`` for ``small_cnn``; ``cifar_stem`` for
-            ``resnet18``, default true; ``depth``, ``widen_factor``, ``drop_rate`` for ``wrn28_10``).
+        options: architecture options (``width`` for ``small_cnn``; ``cifar_stem`` for
+            ``resnet18``; ``depth``, ``widen_factor``, ``drop_rate`` for ``wrn28_10``).
 
     Raises:
         ValueError: naming ``model.name`` when the architecture is unknown.
     """
-    if name == "small_cnn":
-        backbone: nn.Module = SmallCNN(in_channels=in_channels, width=int(kwargs.get("width", 16)))
-    elif name == "resnet18":
-        backbone = _TimmResNetFeatures(
-            "resnet18", in_channels=in_channels, cifar_stem=bool(kwargs.get("cifar_stem", True))
-        )
-    elif name == "wrn28_10":
-        backbone = WideResNet(
-            depth=int(kwargs.get("depth", 28)),
-            widen_factor=int(kwargs.get("widen_factor", 10)),
-            in_channels=in_channels,
-            drop_rate=float(kwargs.get("drop_rate", 0.0)),
-        )
-    else:
-        raise ValueError(f"model.name={name!r} is not a known architecture; choose one of {', '.join(MODEL_NAMES)}")
-    return ImageClassifier(backbone, num_classes=num_classes, mean=mean, std=std)
+    try:
+        builder = _MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"model.name={name!r} is not a known architecture; choose one of {', '.join(available_models())}"
+        ) from None
+    return ImageClassifier(builder(in_channels, **options), num_classes=num_classes, mean=mean, std=std)

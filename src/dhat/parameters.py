@@ -2,7 +2,7 @@
 
 A typo in ``conf/`` or ``--params`` should fail in the first second, naming
 the key, not after an hour of training. :func:`validate_parameters` checks
-every section the run will use with the same code the nodes use.
+every section the run will use with the same core code the nodes use.
 """
 
 from __future__ import annotations
@@ -11,29 +11,45 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dhat.config import resolve_device
+from dhat.data.registry import check_source
+from dhat.evaluation.sections import EvaluationSettings, TransferSettings
+from dhat.fitting import split_method_params
 from dhat.methods import create_method
-from dhat.models import MODEL_NAMES
+from dhat.models import available_models
 from dhat.training import TrainingConfig
 
-__all__ = ["validate_parameters"]
+__all__ = ["STAGES", "validate_parameters"]
+
+#: The stages a node can belong to (its Kedro tag); the hook reads them from the pipeline.
+STAGES = ("data_ingestion", "mask_precomputation", "training", "evaluation", "transfer", "reporting")
 
 
 def _validate_model(model: Mapping[str, Any] | None, section: str) -> None:
+    names = ", ".join(available_models())
     if not isinstance(model, Mapping) or "name" not in model:
-        raise ValueError(f"{section}.name is missing; choose one of {', '.join(MODEL_NAMES)}")
-    if model["name"] not in MODEL_NAMES:
-        raise ValueError(f"{section}.name={model['name']!r} is not a known architecture; choose one of {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"{section}.name is missing; choose one of {names}")
+    if model["name"] not in available_models():
+        raise ValueError(f"{section}.name={model['name']!r} is not a known architecture; choose one of {names}")
 
 
 def _validate_data(data: Mapping[str, Any]) -> None:
-    from dhat.pipelines.data_ingestion.nodes import SOURCES
-
-    source = data.get("source", "embedded")
-    if source not in SOURCES:
-        raise ValueError(f"data.source={source!r} is not supported; choose one of {', '.join(SOURCES)}")
+    source = check_source(data.get("source", "embedded"))
     rho = data.get("embedded", {}).get("rho_train")
     if source == "embedded" and rho is not None and not 0.0 <= float(rho) <= 1.0:
         raise ValueError(f"data.embedded.rho_train must be in [0, 1], got {rho}")
+
+
+def _validate_method(params: Mapping[str, Any], namespace: str) -> None:
+    section = params.get(namespace)
+    if not isinstance(section, Mapping) or "method" not in section:
+        raise ValueError(
+            f"no parameters for method namespace {namespace!r}: add a '{namespace}: {{method: {{name: ...}}}}' "
+            "section to conf/<env>/parameters_methods.yml"
+        )
+    name, hyper, overrides = split_method_params(section["method"], f"{namespace}.method")
+    create_method(name, hyper, section=f"{namespace}.method.params")
+    if overrides:
+        TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
 
 
 def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namespaces: Iterable[str]) -> None:
@@ -41,11 +57,13 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
 
     Args:
         params: the run's merged parameters (``conf/`` + ``--params``).
-        stages: which stages the run contains (``data_ingestion``, ``mask_precomputation``,
-            ``training``, ``evaluation``, ``transfer``, ``reporting``).
+        stages: which of :data:`STAGES` the run contains.
         namespaces: method namespaces whose training or evaluation runs.
     """
     stages = set(stages)
+    unknown = sorted(stages - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     if "device" in params:
         resolve_device(str(params["device"]))
     if "data_ingestion" in stages:
@@ -57,24 +75,9 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
     if "training" in stages:
         _validate_model(params.get("model"), "model")
         TrainingConfig.from_dict(params.get("training"), section="training")
-    from dhat.pipelines.training.nodes import split_method_params
-
     for namespace in namespaces:
-        section = params.get(namespace)
-        if not isinstance(section, Mapping) or "method" not in section:
-            raise ValueError(
-                f"no parameters for method namespace {namespace!r}: add a '{namespace}: {{method: {{name: ...}}}}' "
-                "section to conf/<env>/parameters_methods.yml"
-            )
-        name, hyper, overrides = split_method_params(section["method"], f"{namespace}.method")
-        create_method(name, hyper, section=f"{namespace}.method.params")
-        if overrides:
-            TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
+        _validate_method(params, namespace)
     if "evaluation" in stages:
-        from dhat.pipelines.evaluation.nodes import evaluation_config
-
-        evaluation_config(params.get("evaluation", {}))
+        EvaluationSettings.from_dict(params.get("evaluation"))
     if "transfer" in stages:
-        from dhat.pipelines.transfer.nodes import transfer_config
-
-        transfer_config(params.get("transfer", {}))
+        TransferSettings.from_dict(params.get("transfer"))

@@ -1,13 +1,16 @@
-"""Project pipelines, registered explicitly.
+"""Project pipelines, registered explicitly and statically.
 
 The composites are built from each stage's ``create_pipeline`` rather than by
 indexing ``find_pipelines()``, which breaks ``--pipelines X`` on Kedro >= 1.5.
+Which methods a composite trains comes from the groups of the method catalog
+(:mod:`dhat.methods.catalog`); ``--namespaces=a,b`` narrows any of them to those methods.
 """
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
+from dhat.methods.catalog import GROUPS, namespaces
 from dhat.pipelines import (
     data_ingestion,
     evaluation,
@@ -16,10 +19,18 @@ from dhat.pipelines import (
     training,
     transfer,
 )
-from dhat.pipelines.methods import ABLATION_METHODS, ALL_METHODS, BASELINE_METHODS, DEFAULT_METHODS
+
+#: Composite pipeline -> the catalog groups whose methods it trains and evaluates.
+COMPOSITES: dict[str, tuple[str, ...]] = {
+    "train_eval": ("core",),  # the paper's core comparison; the CPU default
+    "train_eval_paper": ("core", "baselines"),  # every method of the paper's tables 1 and 2
+    "train_eval_baselines": ("baselines",),
+    "train_eval_ablations": ("ablations", "floe_variants"),
+    "train_eval_all": GROUPS,
+}
 
 
-def _train_eval(methods: tuple[str, ...]) -> Pipeline:
+def train_eval(methods: tuple[str, ...]) -> Pipeline:
     """Data -> masks -> training and evaluation of ``methods`` -> transfer attacks -> report."""
     done = [f"{m}.metrics" for m in methods]
     return (
@@ -32,34 +43,16 @@ def _train_eval(methods: tuple[str, ...]) -> Pipeline:
     )
 
 
-DEFAULT_TRAIN_EVAL_METHODS: tuple[str, ...] = DEFAULT_METHODS
-_train_eval_methods: tuple[str, ...] = DEFAULT_METHODS
-
-
-def set_train_eval_methods(methods: tuple[str, ...]) -> None:
-    """Choose the method namespaces of ``train_eval`` (set by :class:`dhat.session.DhatSession` per run)."""
-    global _train_eval_methods  # noqa: PLW0603 - one selection per process run, read by register_pipelines
-    _train_eval_methods = tuple(dict.fromkeys(methods))
-
-
-def train_eval_methods() -> tuple[str, ...]:
-    """The method namespaces ``train_eval`` is currently built with."""
-    return _train_eval_methods
-
-
 def register_pipelines() -> dict[str, Pipeline]:
     """Map pipeline names to pipelines (``kedro run --pipelines=<name>``)."""
-    train_eval = _train_eval(_train_eval_methods)
+    composites = {name: train_eval(namespaces(groups)) for name, groups in COMPOSITES.items()}
     return {
         "data_ingestion": data_ingestion.create_pipeline(),
         "mask_precomputation": mask_precomputation.create_pipeline(),
-        "training": training.create_pipeline(methods=ALL_METHODS),
-        "evaluation": evaluation.create_pipeline(methods=ALL_METHODS),
+        "training": training.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
         "transfer": transfer.create_pipeline(),
         "reporting": reporting.create_pipeline(),
-        "train_eval": train_eval,
-        "train_eval_baselines": _train_eval(BASELINE_METHODS),
-        "train_eval_ablations": _train_eval(ABLATION_METHODS),
-        "train_eval_all": _train_eval(ALL_METHODS),
-        "__default__": train_eval,
+        **composites,
+        "__default__": composites["train_eval"],
     }

@@ -1,8 +1,8 @@
 """Tables, Markdown and figures from the per-method metrics (Kedro-free).
 
 The report aggregates whatever methods have metrics: a run of one method does
-not need the others. Methods appear in the paper's order (table 1), with the
-natural model first as a reference and DHAT's ablations after DHAT.
+not need the others. Methods appear in the order and under the names of the
+method catalog (:mod:`dhat.methods.catalog`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dhat.methods.catalog import display_name, order_methods  # noqa: E402
+
 __all__ = [
-    "METHOD_ORDER",
-    "display_name",
-    "order_methods",
     "robustness_table",
     "last_checkpoint_table",
     "bias_table",
@@ -29,51 +28,6 @@ __all__ = [
     "learning_curves_figure",
     "gradcam_figure",
 ]
-
-# Paper order (table 1): PGD-AT and TRADES first, then MART, AWP, FSR, CFA, UIAT, SGLR, DHAT, DHAT-AWP, DHAT-CFA.
-METHOD_ORDER: tuple[str, ...] = (
-    "natural",
-    "pgd_at",
-    "trades",
-    "mart",
-    "pgd_at_awp",
-    "trades_awp",
-    "fsr",
-    "cfa",
-    "cfa_trades",
-    "uiat",
-    "sglr",
-    "dhat",
-    "dhat_awp",
-    "dhat_cfa",
-    "dhat_dhlr_only",
-    "dhat_floe_only",
-    "dhat_floe_paper",
-    "dhat_floe_reference",
-    "dhat_floe_bounded",
-)
-
-_DISPLAY = {
-    "natural": "Natural",
-    "pgd_at": "PGD-AT",
-    "trades": "TRADES",
-    "mart": "MART",
-    "pgd_at_awp": "AWP (PGD-AT)",
-    "trades_awp": "AWP (TRADES)",
-    "fsr": "FSR",
-    "cfa": "CFA",
-    "cfa_trades": "CFA (TRADES)",
-    "uiat": "UIAT",
-    "sglr": "SGLR",
-    "dhat": "DHAT",
-    "dhat_awp": "DHAT-AWP",
-    "dhat_cfa": "DHAT-CFA",
-    "dhat_dhlr_only": "DHAT (DHLR only)",
-    "dhat_floe_only": "DHAT (FLOE only)",
-    "dhat_floe_paper": "DHAT (FLOE eq. 10)",
-    "dhat_floe_reference": "DHAT (FLOE ref. code)",
-    "dhat_floe_bounded": "DHAT (FLOE bounded)",
-}
 
 # Short column names of the background-reliance table in the Markdown report.
 BIAS_COLUMNS = {
@@ -85,17 +39,6 @@ BIAS_COLUMNS = {
     "cam_iou_test": "CAM IoU",
     "cam_fg_mass_test": "CAM mass on digit",
 }
-
-
-def display_name(method: str) -> str:
-    """Human-readable name of a method namespace."""
-    return _DISPLAY.get(method, method)
-
-
-def order_methods(methods: Sequence[str]) -> list[str]:
-    """Paper order for known methods, then any others alphabetically."""
-    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
-    return sorted(methods, key=lambda m: (rank.get(m, len(rank)), m))
 
 
 def _gap_value(metrics: Mapping[str, Any]) -> tuple[float | None, str]:

@@ -13,12 +13,6 @@ HOOKS = (ParameterValidationHook(),)
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
 
-# The session picks the methods of train_eval from the environment's `train_eval.methods`
-# (or from --namespaces) before the pipelines are built.
-from dhat.session import DhatSession  # noqa: E402
-
-SESSION_CLASS = DhatSession
-
 # Class that manages storing KedroSession data.
 # from kedro.framework.session.store import BaseSessionStore
 # SESSION_STORE_CLASS = BaseSessionStore

@@ -91,7 +91,7 @@ def _wave(u: np.ndarray, period: float, phase: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.tanh(3.0 * s)
 
 
-def _pattern(style: int, g: _Grid, rng: np.random.Generator, n: int) -> np.ndarray:
+def _pattern(style: int, g: _Grid, rng: np.random.Generator, n: int) -> np.ndarray:  # noqa: PLR0911 - one return per texture style
     """Texture pattern in [0, 1], ``[n, H, W]``, with random phase/offset per image."""
     phase = rng.uniform(0, 2 * np.pi, n)
     y, x = g.y[None], g.x[None]
@@ -221,7 +221,7 @@ def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
 
 
-def _check_parameters(
+def _check_parameters(  # noqa: PLR0912, PLR0913, PLR0917 - one argument and one check per generator parameter
     seed: int,
     image_size: int,
     rho_train: float,
@@ -322,7 +322,7 @@ def make_digit_texture_benchmark(
     Raises:
         ValueError: naming the parameter that is out of range.
     """
-    from sklearn.datasets import load_digits  # imported lazily: only this benchmark needs scikit-learn
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - imported lazily: only this benchmark needs scikit-learn
 
     digits = load_digits()
     raw = digits.images  # [1797, 8, 8] floats 0..16

@@ -45,7 +45,7 @@ def load_torchvision_cifar(name: str, root: str, download: bool = False) -> tupl
     """
     if name not in CIFAR_FOLDERS:
         raise ValueError(f"data name={name!r} is not a torchvision CIFAR set; choose one of {sorted(CIFAR_FOLDERS)}")
-    from torchvision import datasets  # imported lazily: only this source needs torchvision
+    from torchvision import datasets  # noqa: PLC0415 - imported lazily: only this source needs torchvision
 
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     folder = CIFAR_FOLDERS[name]
@@ -107,8 +107,8 @@ def _read_images(files: list[Path], image_size: int | None, desc: str, workers: 
     PIL releases the GIL while decoding, so threads give a real speed-up on
     many small JPEGs without the cost of sending arrays between processes.
     """
-    from PIL import Image
-    from tqdm.auto import tqdm
+    from PIL import Image  # noqa: PLC0415 - imported lazily: only image folders need Pillow
+    from tqdm.auto import tqdm  # noqa: PLC0415
 
     def read(path: Path) -> np.ndarray:
         with Image.open(path) as img:
@@ -180,7 +180,7 @@ def load_image_folder(
     )
 
 
-def load_extra_npz(path: str, num_classes: int | None = None, max_images: int | None = None) -> ImageSet:
+def load_extra_npz(path: str, num_classes: int | None = None, max_images: int | None = None) -> ImageSet:  # noqa: PLR0912 - one check per way the file can be wrong
     """Extra (e.g. generated) training data from an ``.npz`` file, as an image set.
 
     Accepts the keys ``images``/``labels`` or ``image``/``label`` (the naming
@@ -201,7 +201,7 @@ def load_extra_npz(path: str, num_classes: int | None = None, max_images: int | 
         raise FileNotFoundError(f"extra data file {path!r} does not exist; give the path of an .npz with images/labels")
     with np.load(file, allow_pickle=False) as archive:
         keys = set(archive.files)
-        pair = next(((i, l) for i, l in (("images", "labels"), ("image", "label")) if i in keys and l in keys), None)
+        pair = next(((i, lab) for i, lab in (("images", "labels"), ("image", "label")) if i in keys and lab in keys), None)
         if pair is None:
             raise ValueError(f"{path}: expected arrays 'images' and 'labels' (or 'image' and 'label'), found {sorted(keys)}")
         images, labels = archive[pair[0]], archive[pair[1]]

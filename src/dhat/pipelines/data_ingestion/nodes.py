@@ -7,19 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from dhat.data import (
-    DIGIT_CLASS_NAMES,
-    concat_sets,
-    load_extra_npz,
-    load_image_folder,
-    load_torchvision_cifar,
-    make_digit_texture_benchmark,
-    split_train_val,
-)
+from dhat.data import concat_sets, load_extra_npz
+from dhat.data.registry import load_source
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("embedded", "cifar10", "cifar100", "image_folder")
 ImageSet = dict[str, np.ndarray]
 
 
@@ -38,24 +30,8 @@ def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dic
     """
     source = data.get("source", "embedded")
     seed = int(data.get("seed", 0))
-    variants: dict[str, ImageSet] = {}
-    if source == "embedded":
-        sets = make_digit_texture_benchmark(seed=seed, **data.get("embedded", {}))
-        train, val, test = sets["train"], sets["val"], sets["test"]
-        variants = {name: value for name, value in sets.items() if name.startswith("test_")}
-        class_names = list(DIGIT_CLASS_NAMES)
-    else:
-        if source in ("cifar10", "cifar100"):
-            full_train, test, class_names = load_torchvision_cifar(
-                source, root=str(data.get("root", "data/01_raw")), download=bool(data.get("download", True))
-            )
-        elif source == "image_folder":
-            if not data.get("root"):
-                raise ValueError("data.root must name the image folder (<root>/{train,test}/<class>/*) for source image_folder")
-            full_train, test, class_names = load_image_folder(str(data["root"]), image_size=data.get("image_size"))
-        else:
-            raise ValueError(f"data.source={source!r} is not supported; choose one of {', '.join(SOURCES)}")
-        train, val = split_train_val(full_train, val_size=data.get("val_size", 0.02), seed=seed)
+    loaded = load_source(data)
+    train, val, test, variants, class_names = loaded.train, loaded.val, loaded.test, loaded.variants, loaded.class_names
     if data.get("extra_npz"):
         extra = load_extra_npz(str(data["extra_npz"]))
         logger.info("Appending %d extra training images from %s", len(extra["labels"]), data["extra_npz"])

@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="params:data",
                 outputs=["train_set", "val_set", "test_set", "test_variants", "dataset_info"],
                 name="ingest_data",
+                tags=["data_ingestion"],
             )
         ]
     )

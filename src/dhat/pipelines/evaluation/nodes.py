@@ -19,25 +19,10 @@ from dhat.attention import grad_cam
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import index_set, stratified_indices, take_subset
+from dhat.evaluation.sections import EvaluationSettings
 from dhat.tensors import to_device_set
 
 logger = logging.getLogger(__name__)
-
-_NODE_KEYS = {"n_eval", "subset_seed", "suite", "robust_gap", "last_checkpoint_attacks", "cam_threshold", "attention_examples"}
-
-
-def evaluation_config(params: dict[str, Any]) -> ev.AttackSuiteConfig:
-    """Validate the ``evaluation`` section and return the attack-suite settings."""
-    unknown = set(params) - _NODE_KEYS
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(f'evaluation.{k}' for k in sorted(unknown))}; valid: {', '.join(sorted(_NODE_KEYS))}")
-    n_eval = params.get("n_eval")
-    if n_eval is not None and int(n_eval) < 1:
-        raise ValueError(f"evaluation.n_eval must be >= 1 or null (all test images), got {n_eval}")
-    threshold = float(params.get("cam_threshold", 0.1))
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"evaluation.cam_threshold must be in [0, 1], got {threshold}")
-    return ev.AttackSuiteConfig.from_dict(params.get("suite"), section="evaluation.suite")
 
 
 def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: str | None) -> str:
@@ -77,6 +62,17 @@ def _flatten_bias(bias: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _checkpoint_facts(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    meta = checkpoint["metadata"]
+    return {
+        "best_epoch": meta.get("best_epoch"),
+        "epochs": meta.get("epochs"),
+        "selected_on": meta.get("selected_on"),
+        "diverged_epoch": meta.get("diverged_epoch"),
+        "weights": meta.get("weights", "trained model"),
+    }
+
+
 def evaluate_method(
     model_best: dict[str, Any],
     model_last: dict[str, Any],
@@ -84,39 +80,35 @@ def evaluate_method(
     test_set: dict[str, np.ndarray],
     test_variants: dict[str, dict[str, np.ndarray]],
     dataset_info: dict[str, Any],
-    params: dict[str, Any],
+    evaluation: dict[str, Any],
     device: str,
-    namespace: str,
-) -> dict[str, Any]:
-    """Attack suite, sanity checks, robust gap and (with true masks) background reliance of one method."""
-    config = evaluation_config(params)
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Attack suite, sanity checks, robust gap and (with true masks) background reliance of one method.
+
+    Returns the metrics (JSON) and the Grad-CAM maps of a few test images for the
+    report's figure (``{"indices": int64 [n], "maps": float32 [n, H, W]}``).
+    """
+    settings = EvaluationSettings.from_dict(evaluation)
+    config = settings.suite
     torch_device = resolve_device(device)
     n_test = len(test_set["labels"])
-    n_eval = min(int(params.get("n_eval") or n_test), n_test)
+    n_eval = min(settings.n_eval or n_test, n_test)
     # A fixed, class-stratified subset: the same images for every method and every run.
-    positions = stratified_indices(test_set["labels"], n_eval, seed=int(params.get("subset_seed", 0)))
-    subset = index_set(test_set, positions)
-    test = to_device_set(subset, torch_device, name="test_set")
+    positions = stratified_indices(test_set["labels"], n_eval, seed=settings.subset_seed)
+    test = to_device_set(index_set(test_set, positions), torch_device, name="test_set")
     images, labels = test.float_images(), test.labels
     started = time.perf_counter()
     model = load_classifier(model_best, torch_device)
-    logger.info("Evaluating %s (selected checkpoint, epoch %s) on %d test images", namespace, model_best["metadata"].get("epoch"), n_eval)
+    logger.info("Evaluating %s (selected checkpoint, epoch %s) on %d test images",
+                model_best["metadata"].get("label"), model_best["metadata"].get("epoch"), n_eval)
     best = ev.evaluate_attacks(model, images, labels, config)
     checks = ev.sanity_checks(model, images, labels, config, best)
-    gap_params = params.get("robust_gap", {})
-    train = to_device_set(take_subset(train_set, int(gap_params.get("n", 200)), seed=int(params.get("subset_seed", 0))), torch_device, name="train_set")
-    gap_attacks = tuple(a for a in gap_params.get("attacks", ["pgd10", "autoattack"]) if a != "autoattack" or config.autoattack)
-    gap = ev.robust_gap(model, train.float_images(), train.labels, images, labels, config, attacks=gap_attacks)
+    train = to_device_set(take_subset(train_set, settings.robust_gap.n, seed=settings.subset_seed), torch_device,
+                          name="train_set")
+    gap = ev.robust_gap(model, train.float_images(), train.labels, images, labels, config, attacks=settings.gap_attacks())
     metrics: dict[str, Any] = {
-        "method": namespace,
         "method_config": model_best["metadata"].get("method"),
-        "checkpoint": {
-            "best_epoch": model_best["metadata"].get("best_epoch"),
-            "epochs": model_best["metadata"].get("epochs"),
-            "selected_on": model_best["metadata"].get("selected_on"),
-            "diverged_epoch": model_best["metadata"].get("diverged_epoch"),
-            "weights": model_best["metadata"].get("weights", "trained model"),
-        },
+        "checkpoint": _checkpoint_facts(model_best),
         "evaluation": {
             "n_eval": n_eval,
             "n_test": n_test,
@@ -132,24 +124,20 @@ def evaluate_method(
     }
     if dataset_info.get("has_true_masks") or test_variants:
         bias = ev.background_bias_metrics(
-            model, _variant_sets(test_variants, test_set, positions, torch_device), float(params.get("cam_threshold", 0.1)), batch_size=config.batch_size
+            model, _variant_sets(test_variants, test_set, positions, torch_device), settings.cam_threshold,
+            batch_size=config.batch_size,
         )
         metrics["bias"] = _flatten_bias(bias)
         metrics["bias_detail"] = bias
-    n_examples = min(int(params.get("attention_examples", 6)), n_eval)
-    if n_examples > 0:
-        maps = grad_cam(model, images[:n_examples], labels[:n_examples])
-        metrics["attention_examples"] = {
-            "indices": [int(i) for i in positions[:n_examples]],
-            "maps": np.round(maps.cpu().numpy(), 3).tolist(),
-        }
-    last_attacks = params.get("last_checkpoint_attacks", ["pgd10", "pgd20", "pgd50"])
-    if last_attacks:
-        last = ev.evaluate_attacks(load_classifier(model_last, torch_device), images, labels, config, attacks=last_attacks)
+    n_examples = min(settings.attention_examples, n_eval)
+    maps = grad_cam(model, images[:n_examples], labels[:n_examples]) if n_examples else images.new_zeros((0, *images.shape[-2:]))
+    examples = {"indices": positions[:n_examples].astype(np.int64), "maps": maps.detach().cpu().numpy().astype(np.float32)}
+    if settings.last_checkpoint_attacks:
+        last = ev.evaluate_attacks(load_classifier(model_last, torch_device), images, labels, config,
+                                   attacks=list(settings.last_checkpoint_attacks))
         metrics["last"] = ev.scalar_metrics(last)
     metrics["evaluation"]["seconds"] = round(time.perf_counter() - started, 2)
     failed = [c["name"] for c in checks if not c.get("passed", False)]
     if failed:
-        logger.warning("%s: sanity check(s) failed: %s (possible gradient masking)", namespace, ", ".join(failed))
-    return metrics
-
+        logger.warning("sanity check(s) failed: %s (possible gradient masking)", ", ".join(failed))
+    return metrics, examples

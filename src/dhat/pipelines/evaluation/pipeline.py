@@ -1,24 +1,25 @@
-"""``evaluation``: one namespace per method, all built from one template."""
+"""``evaluation``: one namespace per method of the catalog, all built from one template."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 from kedro.pipeline import Node, Pipeline
 
+from dhat.pipelines.composition import per_method
 from dhat.pipelines.evaluation.nodes import evaluate_method
-from dhat.pipelines.methods import DEFAULT_METHODS
 
+#: Datasets and parameters every method namespace shares (not prefixed by the namespace).
 SHARED_INPUTS = {"train_set", "test_set", "test_variants", "dataset_info"}
 SHARED_PARAMS = {"params:evaluation", "params:device"}
 
 
-def method_template(namespace: str) -> Pipeline:
-    """The evaluation node of one method (reads its ``model_best`` / ``model_last``)."""
-
-    def evaluate(*inputs):
-        return evaluate_method(*inputs, namespace=namespace)
-
+def evaluation_template() -> Pipeline:
+    """The evaluation node of one method: reads its ``model_best`` / ``model_last``, writes ``metrics``."""
     return Pipeline(
         [
             Node(
-                evaluate,
+                evaluate_method,
                 inputs=[
                     "model_best",
                     "model_last",
@@ -29,15 +30,14 @@ def method_template(namespace: str) -> Pipeline:
                     "params:evaluation",
                     "params:device",
                 ],
-                outputs="metrics",
+                outputs=["metrics", "attention_examples"],
                 name="evaluate",
+                tags=["evaluation"],
             )
         ]
     )
 
 
-def create_pipeline(methods: tuple[str, ...] = DEFAULT_METHODS, **kwargs) -> Pipeline:
-    return sum(
-        (Pipeline(method_template(m), namespace=m, inputs=SHARED_INPUTS, parameters=SHARED_PARAMS) for m in methods),
-        Pipeline([]),
-    )
+def create_pipeline(methods: Iterable[str] | None = None, **kwargs) -> Pipeline:
+    """The template under each namespace in ``methods`` (default: every method of the catalog)."""
+    return per_method(evaluation_template, methods, SHARED_INPUTS, SHARED_PARAMS)

@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dhat.attention import foreground_iou, grad_cam_batched, quantize_masks
-from dhat.checkpoints import load_classifier, make_checkpoint, model_spec
+from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.pipelines.training.nodes import fit
+from dhat.fitting import fit
 from dhat.tensors import to_device_set
 
 logger = logging.getLogger(__name__)

@@ -13,12 +13,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["train_set", "val_set", "dataset_info", "params:mask_model", "params:device"],
                 outputs=["mask_model", "mask_model_history"],
                 name="train_mask_model",
+                tags=["mask_precomputation"],
             ),
             Node(
                 compute_attention_masks,
                 inputs=["mask_model", "train_set", "params:mask_model", "params:device"],
                 outputs=["attention_masks", "mask_quality"],
                 name="compute_attention_masks",
+                tags=["mask_precomputation"],
             ),
         ]
     )

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 
 from dhat import reporting
+from dhat.methods.catalog import order_methods
 
 logger = logging.getLogger(__name__)
 
 
 def build_report(
     evaluated_metrics: dict[str, dict[str, Any]],
+    attention_examples: dict[str, dict[str, np.ndarray]],
     training_histories: dict[str, pd.DataFrame],
     mask_quality: dict[str, dict[str, Any]],
     transfer_results: dict[str, pd.DataFrame],
@@ -30,17 +32,17 @@ def build_report(
     """
     metrics = {m: v for m, v in evaluated_metrics.items() if "best" in v}
     histories = {m: h for m, h in training_histories.items() if m in metrics}
-    logger.info("Report over %d evaluated method(s): %s", len(metrics), ", ".join(reporting.order_methods(list(metrics))))
+    logger.info("Report over %d evaluated method(s): %s", len(metrics), ", ".join(order_methods(list(metrics))))
     table = reporting.robustness_table(metrics)
     bias = reporting.bias_table(metrics)
     transfer = transfer_results.get("transfer")
     markdown = reporting.markdown_report(metrics, table, bias, mask_quality.get("mask_model"), transfer, dataset_info)
     curves = reporting.learning_curves_figure(histories)
-    attention = {
-        m: np.asarray(v["attention_examples"]["maps"]) for m, v in metrics.items() if v.get("attention_examples")
-    }
-    indices = next((v["attention_examples"]["indices"] for v in metrics.values() if v.get("attention_examples")), [])
-    images = test_set["images"][indices] if len(indices) else test_set["images"][:0]
+    examples = {m: v for m, v in attention_examples.items() if m in metrics and len(v.get("indices", ()))}
+    # Every method's maps are of the same test images (the evaluation's fixed subset).
+    indices = next((v["indices"] for v in examples.values()), np.zeros(0, dtype=np.int64))
+    images = test_set["images"][indices]
     true_masks = test_set["masks"][indices] if "masks" in test_set and len(indices) else None
-    figure = reporting.gradcam_figure(images, true_masks, attention, float(params.get("cam_threshold", 0.1)))
+    maps = {m: v["maps"] for m, v in examples.items() if np.array_equal(v["indices"], indices)}
+    figure = reporting.gradcam_figure(images, true_masks, maps, float(params.get("cam_threshold", 0.1)))
     return table, bias, markdown, curves, figure

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline
 
-from dhat.pipelines.ordering import node_after
+from dhat.pipelines.composition import node_after
 from dhat.pipelines.reporting.nodes import build_report
 
 
@@ -12,6 +12,7 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
         build_report,
         inputs=[
             "evaluated_metrics",
+            "attention_example_results",
             "training_histories",
             "mask_quality_results",
             "transfer_results",
@@ -22,4 +23,5 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
         outputs=["results_table", "bias_table", "report", "learning_curves", "gradcam_figure"],
         name="build_report",
         after=after,
+        tags=["reporting"],
     )

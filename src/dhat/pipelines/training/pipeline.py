@@ -1,24 +1,25 @@
-"""``training``: one namespace per method, all built from one template."""
+"""``training``: one namespace per method of the catalog, all built from one template."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 from kedro.pipeline import Node, Pipeline
 
-from dhat.pipelines.methods import DEFAULT_METHODS
-from dhat.pipelines.training.nodes import fit
+from dhat.pipelines.composition import per_method
+from dhat.pipelines.training.nodes import train_method
 
+#: Datasets and parameters every method namespace shares (not prefixed by the namespace).
 SHARED_INPUTS = {"train_set", "val_set", "attention_masks", "dataset_info"}
 SHARED_PARAMS = {"params:model", "params:training", "params:device"}
 
 
-def method_template(namespace: str) -> Pipeline:
-    """The training node of one method; ``namespace`` names its YAML section and outputs."""
-
-    def train(*inputs):
-        return fit(*inputs, label=namespace)
-
+def training_template() -> Pipeline:
+    """The training node of one method: reads ``params:method``, writes ``model_best``, ``model_last``, ``history``."""
     return Pipeline(
         [
             Node(
-                train,
+                train_method,
                 inputs=[
                     "train_set",
                     "val_set",
@@ -31,16 +32,12 @@ def method_template(namespace: str) -> Pipeline:
                 ],
                 outputs=["model_best", "model_last", "history"],
                 name="train",
+                tags=["training"],
             )
         ]
     )
 
 
-def create_pipeline(methods: tuple[str, ...] = DEFAULT_METHODS, **kwargs) -> Pipeline:
-    return sum(
-        (
-            Pipeline(method_template(m), namespace=m, inputs=SHARED_INPUTS, parameters=SHARED_PARAMS)
-            for m in methods
-        ),
-        Pipeline([]),
-    )
+def create_pipeline(methods: Iterable[str] | None = None, **kwargs) -> Pipeline:
+    """The template under each namespace in ``methods`` (default: every method of the catalog)."""
+    return per_method(training_template, methods, SHARED_INPUTS, SHARED_PARAMS)

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline
 
-from dhat.pipelines.ordering import node_after
+from dhat.pipelines.composition import node_after
 from dhat.pipelines.transfer.nodes import transfer_attacks
 
 
@@ -14,4 +14,5 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
         outputs="transfer_table",
         name="transfer_attacks",
         after=after,
+        tags=["transfer"],
     )

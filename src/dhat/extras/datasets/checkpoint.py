@@ -17,7 +17,7 @@ from typing import IO, Any
 import torch
 from kedro.io.core import DatasetError
 
-from dhat.kedro_datasets.arrays import SingleFileDataset
+from dhat.extras.datasets.arrays import SingleFileDataset
 
 __all__ = ["TorchCheckpointDataset", "validate_checkpoint"]
 
@@ -95,7 +95,7 @@ class TorchCheckpointDataset(SingleFileDataset):
     Catalog example (one entry covers every method through a factory)::
 
         "{method}.model":
-          type: dhat.kedro_datasets.TorchCheckpointDataset
+          type: dhat.extras.datasets.TorchCheckpointDataset
           filepath: data/06_models/{method}/model.pt
           versioned: true
 

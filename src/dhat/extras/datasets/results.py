@@ -18,13 +18,16 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import fsspec
+import numpy as np
 import pandas as pd
 import torch
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 
+from dhat.extras.datasets.arrays import unflatten_arrays
+
 __all__ = ["LatestResultsDataset"]
 
-_LOADERS = ("json", "csv", "checkpoint")
+_LOADERS = ("json", "csv", "checkpoint", "npz")
 
 
 def _name(entry: dict[str, Any]) -> str:
@@ -38,13 +41,13 @@ class LatestResultsDataset(AbstractDataset[None, dict[str, Any]]):
     Catalog example::
 
         all_metrics:
-          type: dhat.kedro_datasets.LatestResultsDataset
+          type: dhat.extras.datasets.LatestResultsDataset
           path: data/08_reporting/metrics
           result_file: metrics.json
           loader: json
 
-    Results are parsed JSON for ``loader="json"`` and a pandas DataFrame for
-    ``loader="csv"``. Methods without a result are absent; an empty or missing
+    Results are parsed JSON for ``loader="json"``, a pandas DataFrame for
+    ``loader="csv"``, a checkpoint dict or a dict of numpy arrays (``"npz"``). Methods without a result are absent; an empty or missing
     ``path`` loads as ``{}``. Versions are compared as strings, which orders
     Kedro's ``YYYY-MM-DDThh.mm.ss.sssZ`` version names by time.
     """
@@ -53,7 +56,7 @@ class LatestResultsDataset(AbstractDataset[None, dict[str, Any]]):
         self,
         path: str | os.PathLike[str],
         result_file: str,
-        loader: Literal["json", "csv", "checkpoint"] = "json",
+        loader: Literal["json", "csv", "checkpoint", "npz"] = "json",
         *,
         load_args: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
@@ -66,7 +69,8 @@ class LatestResultsDataset(AbstractDataset[None, dict[str, Any]]):
             path: Folder holding one sub-folder per method.
             result_file: Name of the result file of each method, e.g. ``metrics.json``.
             loader: ``"json"`` (dict), ``"csv"`` (DataFrame) or ``"checkpoint"`` (a
-                ``{state_dict, metadata}`` dict loaded with ``weights_only=True``).
+                ``{state_dict, metadata}`` dict loaded with ``weights_only=True``) or
+                ``"npz"`` (a dict of arrays, as :class:`NpzDataset` writes it; never unpickled).
             load_args: Extra keyword arguments for ``json.loads`` / ``pd.read_csv``.
             credentials: Passed to the fsspec file system constructor.
             fs_args: Extra fsspec file system constructor arguments.
@@ -144,6 +148,9 @@ class LatestResultsDataset(AbstractDataset[None, dict[str, Any]]):
             if self._loader == "checkpoint":
                 # Same safe format as TorchCheckpointDataset: tensors and plain data only.
                 return torch.load(io.BytesIO(handle.read()), map_location="cpu", weights_only=True)
+            if self._loader == "npz":
+                with np.load(io.BytesIO(handle.read()), allow_pickle=False) as archive:
+                    return unflatten_arrays({name: archive[name] for name in archive.files})
             return pd.read_csv(handle, **self._load_args)
 
     def load(self) -> dict[str, Any]:

@@ -283,7 +283,7 @@ class NpzDataset(SingleFileDataset):
     Catalog example::
 
         prepared_data:
-          type: dhat.kedro_datasets.NpzDataset
+          type: dhat.extras.datasets.NpzDataset
           filepath: data/02_intermediate/prepared.npz
           produced_by: "run `kedro run --pipelines=data_ingestion` first"
           versioned: true

@@ -16,7 +16,7 @@ import torch
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError, Version
 
-from dhat.kedro_datasets import LatestResultsDataset, NpzDataset, TorchCheckpointDataset
+from dhat.extras.datasets import LatestResultsDataset, NpzDataset, TorchCheckpointDataset
 
 V_OLD = "2024-01-01T00.00.00.000Z"
 V_NEW = "2025-06-30T12.00.00.000Z"
@@ -340,13 +340,13 @@ def test_catalog_from_config_versioned_round_trips(tmp_path: Path) -> None:
     catalog = DataCatalog.from_config(
         {
             "arrays": {
-                "type": "dhat.kedro_datasets.NpzDataset",
+                "type": "dhat.extras.datasets.NpzDataset",
                 "filepath": str(tmp_path / "arrays.npz"),
                 "versioned": True,
                 "produced_by": "run the ingestion",
             },
             "model": {
-                "type": "dhat.kedro_datasets.TorchCheckpointDataset",
+                "type": "dhat.extras.datasets.TorchCheckpointDataset",
                 "filepath": str(tmp_path / "dhat" / "model.pt"),
                 "versioned": True,
             },
@@ -356,7 +356,7 @@ def test_catalog_from_config_versioned_round_trips(tmp_path: Path) -> None:
                 "versioned": True,
             },
             "all_metrics": {
-                "type": "dhat.kedro_datasets.LatestResultsDataset",
+                "type": "dhat.extras.datasets.LatestResultsDataset",
                 "path": str(tmp_path / "metrics"),
                 "result_file": "metrics.json",
             },
@@ -378,7 +378,7 @@ def test_catalog_from_config_versioned_round_trips(tmp_path: Path) -> None:
 
 def test_catalog_pinned_load_version(tmp_path: Path) -> None:
     config = {
-        "arrays": {"type": "dhat.kedro_datasets.NpzDataset", "filepath": str(tmp_path / "a.npz"), "versioned": True}
+        "arrays": {"type": "dhat.extras.datasets.NpzDataset", "filepath": str(tmp_path / "a.npz"), "versioned": True}
     }
     DataCatalog.from_config(config, save_version=V_OLD).save("arrays", {"v": np.array([1])})
     DataCatalog.from_config(config, save_version=V_NEW).save("arrays", {"v": np.array([2])})

@@ -1,0 +1,167 @@
+"""The attack suite: clean, FGSM, PGD-k (one run of the longest gives the shorter ones), CW-inf, AutoAttack.
+
+Randomness: batch ``i`` of every randomly started attack is seeded with ``seed + i``
+right before it runs, so PGD and CW start from the same point, a run is reproducible
+for a given ``(seed, batch_size)``, and the attacks do not depend on which other
+attacks ran. The caller's random state is restored afterwards. Accuracies are percentages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from dhat.attacks import cross_entropy_loss, cw_linf, fgsm, signed_gradient_attack
+from dhat.evaluation.autoattack import run_autoattack
+from dhat.evaluation.config import AttackSuiteConfig
+from dhat.evaluation.inference import (
+    check_images,
+    check_labels,
+    check_model,
+    evaluation_context,
+    iterate_batches,
+    model_device,
+    percent,
+    predict_raw,
+)
+
+__all__ = ["adversarial_batches", "evaluate_attacks", "plan_attacks", "scalar_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def plan_attacks(config: AttackSuiteConfig, attacks: Sequence[str] | None) -> tuple[list[str], bool]:
+    """Validate attack names; return the per-batch (gradient) attacks and whether AutoAttack runs."""
+    chosen = tuple(config.default_attacks() if attacks is None else attacks)
+    valid = {"fgsm", *config.pgd_names(), "cw", "autoattack"}
+    unknown = [name for name in chosen if name not in valid]
+    if unknown:
+        raise ValueError(
+            f"attacks {unknown} are not in the suite; choose from {', '.join(sorted(valid))} "
+            "(PGD lengths come from evaluation.pgd_steps)"
+        )
+    batch_attacks = [name for name in chosen if name != "autoattack"]
+    return list(dict.fromkeys(batch_attacks)), "autoattack" in chosen
+
+
+def adversarial_batches(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: AttackSuiteConfig,
+    attacks: Sequence[str],
+    desc: str = "attacks",
+) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """Craft the gradient attacks batch by batch on ``model``: yields ``(start, end, {attack: x_adv})``.
+
+    The caller must be inside :func:`evaluation_context` (eval mode). ``attacks``
+    are names among ``fgsm``, ``pgd<k>`` (``k`` in ``config.pgd_steps``) and ``cw``.
+    All PGD lengths come from a single run of the longest requested one.
+    Batch ``i`` is seeded with ``config.seed + i`` before each randomly started
+    attack, so PGD and CW share their start and a separate run with the same seed
+    reproduces them.
+    """
+    pgd_lengths = sorted(int(name[3:]) for name in attacks if name.startswith("pgd"))
+    for index, start, end in iterate_batches(images.shape[0], config.batch_size, desc, config.progress):
+        x, y = images[start:end], labels[start:end]
+        out: dict[str, torch.Tensor] = {}
+        if "fgsm" in attacks:
+            out["fgsm"] = fgsm(model, x, y, config.eps)
+        if pgd_lengths:
+            torch.manual_seed(config.seed + index)
+            _, iterates = signed_gradient_attack(
+                model, x, cross_entropy_loss(y), config.eps, config.step_size, pgd_lengths[-1],
+                start="uniform", record_at=pgd_lengths,
+            )
+            for k in pgd_lengths:
+                out[f"pgd{k}"] = iterates[k]
+        if "cw" in attacks:
+            torch.manual_seed(config.seed + index)
+            out["cw"] = cw_linf(model, x, y, config.eps, config.step_size, config.cw_steps)
+        yield start, end, out
+
+
+def evaluate_attacks(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: AttackSuiteConfig,
+    attacks: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Accuracy (percent) of ``model`` under each attack of the suite.
+
+    Args:
+        model: classifier on pixel-scale inputs.
+        images, labels: float ``[N, C, H, W]`` in ``[0, 1]`` and int64 ``[N]`` on the model's device.
+        config: the suite's settings.
+        attacks: names to run among ``fgsm``, ``pgd<k>``, ``cw``, ``autoattack``;
+            ``None`` runs ``config.default_attacks()``. Clean accuracy is always measured.
+
+    Returns:
+        ``clean`` and one key per attack run (accuracy in percent), ``worst_case``
+        (a point counts only if it survives every attack run), ``n_images``,
+        ``eps``, ``attacks`` (names run, in order), ``seconds`` (wall time of
+        ``gradient_attacks``, which share their batches, and of ``autoattack``),
+        and when AutoAttack ran ``autoattack_label``,
+        ``autoattack_reduced`` and ``autoattack_components`` (cumulative robust
+        accuracy after each component). ``per_sample`` maps ``clean`` and each
+        attack to a bool CPU tensor ``[N]`` of correct predictions (for the sanity
+        checks); :func:`scalar_metrics` drops it for JSON.
+    """
+    check_model(model)
+    device = model_device(model)
+    images = check_images(images, device)
+    labels = check_labels(labels, images.shape[0], device)
+    batch_attacks, run_aa = plan_attacks(config, attacks)
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("images must hold at least one image to evaluate")
+    correct: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    with evaluation_context(model):
+        correct["clean"] = (predict_raw(model, images, config.batch_size).argmax(1) == labels).cpu()
+        if batch_attacks:
+            parts: dict[str, list[torch.Tensor]] = {name: [] for name in batch_attacks}
+            started = time.perf_counter()
+            for start, end, adv in adversarial_batches(model, images, labels, config, batch_attacks):
+                y = labels[start:end]
+                for name in batch_attacks:
+                    with torch.no_grad():
+                        parts[name].append((model(adv[name]).argmax(1) == y).cpu())
+            seconds["gradient_attacks"] = time.perf_counter() - started
+            for name in batch_attacks:
+                correct[name] = torch.cat(parts[name])
+        if run_aa:
+            x_adv, info = run_autoattack(model, images, labels, config)
+            correct["autoattack"] = (predict_raw(model, x_adv, config.batch_size).argmax(1) == labels).cpu()
+            seconds["autoattack"] = info["seconds"]
+            results["autoattack_label"] = info["label"]
+            results["autoattack_reduced"] = info["reduced"]
+            results["autoattack_components"] = info["components"]
+    for name, flags in correct.items():
+        results[name] = percent(flags)
+    worst = torch.stack(list(correct.values())).all(dim=0) if n else torch.zeros(0, dtype=torch.bool)
+    results.update(
+        worst_case=percent(worst),
+        n_images=n,
+        eps=float(config.eps),
+        attacks=[*batch_attacks, *(["autoattack"] if run_aa else [])],
+        seconds=seconds,
+        per_sample=correct,
+    )
+    logger.info(
+        "attack suite on %d images (eps %.4f): %s",
+        n, config.eps, ", ".join(f"{k} {results[k]:.2f}%" for k in ("clean", *results["attacks"], "worst_case")),
+    )
+    return results
+
+
+def scalar_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
+    """``results`` without the per-sample tensors, ready for a JSON metrics file."""
+    return {key: value for key, value in results.items() if key != "per_sample"}

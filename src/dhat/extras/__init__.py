@@ -1,0 +1,1 @@
+"""Project extensions of Kedro (custom datasets), named as Kedro's convention has it."""

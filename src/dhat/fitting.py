@@ -1,0 +1,163 @@
+"""Train one method from its parameter sections: the core behind every training node.
+
+:func:`fit` turns the YAML sections of a method (``{name, params, training}``), the
+shared model and training recipe and the data into the selected and last
+checkpoints and a history table. It is plain Python: the Kedro training node, the
+mask-model node and scripts call it alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dhat.attention import dequantize_masks
+from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
+from dhat.config import resolve_device
+from dhat.masks import LOW_COVERAGE, mask_statistics
+from dhat.methods import MaskSettings, TrainingMethod, create_method
+from dhat.tensors import to_device_set
+from dhat.training import TrainingConfig, seed_everything, train_model
+
+__all__ = ["MethodSpec", "split_method_params", "training_maps", "describe_masks", "fit"]
+
+logger = logging.getLogger(__name__)
+
+MethodSpec = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def split_method_params(method_params: Mapping[str, Any], section: str) -> MethodSpec:
+    """``{name, params, training}`` of a method namespace -> (registry name, hyper-parameters, training overrides).
+
+    ``section`` is the YAML path (``dhat.method``) used in error messages.
+    """
+    if not isinstance(method_params, Mapping) or "name" not in method_params:
+        raise ValueError(f"{section}.name is missing: name the training method (e.g. pgd_at, dhat)")
+    unknown = set(method_params) - {"name", "params", "training"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in sorted(unknown))}; use name, params, training")
+    return method_params["name"], dict(method_params.get("params") or {}), dict(method_params.get("training") or {})
+
+
+def training_maps(
+    method: TrainingMethod,
+    train_set: Mapping[str, np.ndarray],
+    attention_masks: Mapping[str, np.ndarray] | None,
+    label: str,
+) -> np.ndarray | None:
+    """The uint8 attention maps ``[N, H, W]`` a mask-needing method trains with (``None`` for other methods).
+
+    ``gradcam`` maps come from the mask precomputation; ``true`` maps are the data's true
+    foreground masks (255 = foreground). A method never falls back from one to the other.
+    """
+    settings = method.mask_settings()
+    if not method.needs_masks or settings is None:
+        return None
+    if settings.source == "true":
+        if train_set.get("masks") is None:
+            raise ValueError(
+                f"{label}.method.params.mask_source is 'true' but the training data has no true foreground "
+                "masks (only the embedded data set has them); use mask_source: gradcam"
+            )
+        return np.asarray(train_set["masks"])
+    if attention_masks is None or attention_masks.get("masks") is None:
+        raise ValueError(
+            f"method {method.name!r} ({label}) needs attention masks but none were given: "
+            "run `kedro run --pipelines=mask_precomputation` (or pass attention_masks={'masks': ...})"
+        )
+    return np.asarray(attention_masks["masks"])
+
+
+def describe_masks(
+    settings: MaskSettings, maps: np.ndarray, true_masks: np.ndarray | None, label: str
+) -> dict[str, Any]:
+    """Coverage of the background the method will use (and its IoU with the true background); warns when low."""
+    truth = None if true_masks is None else torch.from_numpy(np.asarray(true_masks) >= 128)
+    stats = mask_statistics(dequantize_masks(torch.from_numpy(np.asarray(maps))), settings.rule, truth)
+    description = {"source": settings.source, **dataclasses.asdict(settings.rule), **stats}
+    iou = stats["iou_true_background"]
+    logger.info(
+        "%s masks (%s, %s rule): %.1f%% of training pixels marked background%s", label, settings.source,
+        settings.rule.rule, 100 * stats["coverage"], "" if iou is None else f", IoU with the true background {iou:.2f}",
+    )
+    if stats["coverage"] < LOW_COVERAGE:
+        logger.warning(
+            "%s: only %.1f%% of the training pixels are marked background, so the background image is mostly "
+            "black and DHAT degenerates towards UIAT; raise omega or use mask_rule: quantile",
+            label, 100 * stats["coverage"],
+        )
+    return description
+
+
+def fit(
+    train_set: Mapping[str, np.ndarray],
+    val_set: Mapping[str, np.ndarray],
+    attention_masks: Mapping[str, np.ndarray] | None,
+    dataset_info: Mapping[str, Any],
+    method_params: Mapping[str, Any],
+    model_params: Mapping[str, Any],
+    training_params: Mapping[str, Any],
+    device: str,
+    label: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """Train one model and return the selected and last checkpoints and the history table.
+
+    Args:
+        train_set, val_set: image sets (``images``, ``labels``, optional ``masks``).
+        attention_masks: ``{"masks": uint8 [N, H, W]}`` for the training images, from the
+            mask precomputation; required by methods that need masks (DHAT), ignored by the others.
+        dataset_info: class count, image shape and normalisation statistics of the data.
+        method_params: the method's ``{name, params, training}`` section.
+        model_params, training_params: the shared ``model`` and ``training`` sections
+            (``method_params["training"]`` overrides keys of the latter).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        label: name in logs and progress bars (default: the method's registry name).
+
+    Raises:
+        ValueError: for invalid parameters, naming the key, or when a method that needs
+            attention masks gets none (it never falls back to other masks silently).
+    """
+    name, hyper, overrides = split_method_params(method_params, f"{label or 'method'}.method")
+    label = label or name
+    method = create_method(name, hyper, section=f"{label}.method.params")
+    config = TrainingConfig.from_dict({**training_params, **overrides}, section="training")
+    maps = training_maps(method, train_set, attention_masks, label)
+    torch_device = resolve_device(device)
+    train = to_device_set(train_set, torch_device, masks=maps, name="train_set")
+    mask_stats = None
+    if maps is None:
+        train.masks = None
+    else:
+        mask_stats = describe_masks(method.mask_settings(), maps, train_set.get("masks"), label)
+    val = to_device_set(val_set, torch_device, name="val_set")
+    spec = model_spec(model_params, dataset_info)
+    wrapper = method.model_wrapper()
+    if wrapper:
+        spec["wrapper"] = wrapper
+    seed_everything(config.seed)
+    model = build_from_spec(spec)
+    logger.info("Training %s (%s) on %s for %d epochs", label, name, torch_device, config.epochs)
+    result = train_model(model, method, train, val, config, description=label)
+    common = {
+        "label": label,
+        "method": method.describe(),
+        "training": dict(vars(config)),
+        "best_epoch": result.best_epoch,
+        "diverged_epoch": result.diverged_epoch,
+        "weights": method.evaluated_weights_note or "trained model",
+        "selected_on": config.select_on,
+        "epochs": config.epochs,
+        "masks": mask_stats,
+    }
+    best = make_checkpoint(result.best_state, spec, checkpoint="best", epoch=result.best_epoch, **common)
+    last_epoch = config.epochs if result.diverged_epoch is None else result.diverged_epoch
+    last = make_checkpoint(result.last_state, spec, checkpoint="last", epoch=last_epoch, **common)
+    history = pd.DataFrame(result.history)
+    history.insert(0, "method", label)
+    return best, last, history

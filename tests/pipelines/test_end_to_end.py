@@ -1,0 +1,113 @@
+"""End to end through real Kedro sessions (``--env test``), with the data written to a scratch folder.
+
+One smoke run of ``train_eval`` is shared by the module; tests that change what is on
+disk work on their own copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from dhat.checkpoints import load_classifier
+from dhat.methods.catalog import namespaces
+from tests.pipelines.memory import REPO
+
+CORE = list(namespaces(["core"]))
+
+
+def _run(project: Path, **run_kwargs):
+    """``kedro run --env test`` with the repository's conf/ and ``project`` as the data root."""
+    bootstrap_project(REPO)
+    params = run_kwargs.pop("params", None)
+    with KedroSession.create(project_path=project, env="test", runtime_params=params,
+                             conf_source=str(REPO / "conf")) as session:
+        return session.run(**run_kwargs)
+
+
+def _latest(path: Path) -> Path:
+    """Newest version of a versioned dataset folder (Kedro's timestamps sort lexicographically)."""
+    return sorted(p for p in path.iterdir() if p.is_dir())[-1] / path.name
+
+
+def _scratch(root: Path) -> Path:
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy(REPO / ".telemetry", root / ".telemetry")
+    (root / "src").mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = _scratch(tmp_path_factory.mktemp("dhat_project"))
+    _run(root, pipeline_names=["train_eval"])
+    return root
+
+
+def test_train_eval_smoke_run_writes_every_output(project):
+    reporting = project / "data" / "08_reporting"
+    report = (reporting / "report.md").read_text()
+    table = pd.read_csv(reporting / "table1_robustness.csv")
+    assert table["method"].tolist() == CORE  # catalog (paper) order, natural first
+    assert {"Clean", "PGD-2", "PGD-5", "CW", "AA", "Robust Gap"} <= set(table.columns)
+    assert table["Clean"].between(0, 100).all() and table["AA"].between(0, 100).all()
+    assert "fixed subset of 24 of the 450 test images" in report and "reduced" in report
+    for figure in ("learning_curves.png", "gradcam_attention.png"):
+        assert (reporting / figure).stat().st_size > 1000
+    transfer = pd.read_csv(_latest(project / "data/07_model_output/transfer/transfer_attacks.csv"))
+    assert set(transfer["source"]) == set(CORE)
+    for method in CORE:
+        checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), weights_only=True)
+        assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+        assert (project / f"data/07_model_output/{method}/attention_examples.npz").is_dir()
+
+
+def test_one_namespace_rerun_is_reproducible(project, tmp_path):
+    copy = shutil.copytree(project, tmp_path / "copy")
+    first = json.loads(_latest(copy / "data/07_model_output/pgd_at/metrics.json").read_text())
+    _run(copy, pipeline_names=["train_eval"], namespaces=["pgd_at"])
+    versions = sorted((copy / "data/07_model_output/pgd_at/metrics.json").iterdir())
+    assert len(versions) == 2
+    second = json.loads(_latest(copy / "data/07_model_output/pgd_at/metrics.json").read_text())
+    for key in ("best", "last", "robust_gap", "bias"):
+        a, b = dict(first[key]), dict(second[key])
+        a.pop("seconds", None), b.pop("seconds", None)
+        assert a == b, key
+
+
+def test_reporting_alone_aggregates_what_is_on_disk(project, tmp_path):
+    copy = shutil.copytree(project, tmp_path / "copy")
+    shutil.rmtree(copy / "data/07_model_output/uiat")
+    _run(copy, pipeline_names=["reporting"])
+    table = pd.read_csv(copy / "data/08_reporting/table1_robustness.csv")
+    assert table["method"].tolist() == ["natural", "pgd_at", "dhat"]
+
+
+def test_bad_parameters_fail_before_any_work(tmp_path):
+    project = _scratch(tmp_path)
+    with pytest.raises(ValueError, match=r"data\.source='mnist'"):
+        _run(project, pipeline_names=["train_eval"], params={"data": {"source": "mnist"}})
+    assert not (project / "data").exists() or not any((project / "data").rglob("*.npz"))
+
+
+def test_training_without_data_names_the_pipeline_to_run(tmp_path):
+    with pytest.raises(Exception, match="data_ingestion"):
+        _run(_scratch(tmp_path), pipeline_names=["training"], namespaces=["pgd_at"])
+
+
+@pytest.mark.parametrize("method", namespaces(["baselines", "ablations", "floe_variants"]))
+def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, method):
+    _run(project, pipeline_names=["train_eval_all"], namespaces=[method])
+    metrics = json.loads(_latest(project / f"data/07_model_output/{method}/metrics.json").read_text())
+    expected_weights = "FAWA weight average" if "cfa" in method else "trained model"
+    assert metrics["checkpoint"]["weights"] == expected_weights  # CFA is evaluated as its averaged model
+    assert 0 <= metrics["best"]["autoattack"] <= metrics["best"]["clean"] <= 100
+    checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), weights_only=True)
+    assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)

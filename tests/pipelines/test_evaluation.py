@@ -1,0 +1,50 @@
+"""``evaluation`` for one namespace on an in-memory catalog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dhat.attention import grad_cam
+from dhat.checkpoints import load_classifier
+from dhat.data.splits import stratified_indices
+from dhat.pipelines import evaluation, training
+from tests.pipelines.memory import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def evaluated(params, ingested, masks):
+    catalog = run_pipeline(training.create_pipeline(methods=["natural"]), params, attention_masks=masks["attention_masks"],
+                           **ingested)
+    models = {f"natural.{k}": catalog.load(f"natural.{k}") for k in ("model_best", "model_last")}
+    catalog = run_pipeline(evaluation.create_pipeline(methods=["natural"]), params, **ingested, **models)
+    return {"metrics": catalog.load("natural.metrics"), "examples": catalog.load("natural.attention_examples"),
+            "model": models["natural.model_best"]}
+
+
+def test_metrics_describe_the_labelled_subset_and_hold_every_attack(params, evaluated):
+    metrics = evaluated["metrics"]
+    n_eval = params["evaluation"]["n_eval"]
+    assert metrics["evaluation"]["n_eval"] == n_eval and metrics["evaluation"]["subset"] is True
+    assert f"a fixed subset of {n_eval} of the 450 test images" in metrics["evaluation"]["description"]
+    best = metrics["best"]
+    assert best["worst_case"] <= min(best[k] for k in ("clean", "fgsm", "pgd5", "cw", "autoattack"))
+    assert "reduced" in best["autoattack_label"]  # the tiny AutoAttack of the test environment says so
+    assert {c["name"] for c in metrics["sanity_checks"]} == {"pgd_beats_fgsm", "accuracy_vanishes_with_eps",
+                                                            "white_box_beats_square"}
+    # Background variants are scored on the same test digits as the attacks.
+    assert metrics["bias"]["acc_test"] == best["clean"]
+    assert {v["n_images"] for v in metrics["bias_detail"]["variants"].values()} == {n_eval}
+
+
+def test_attention_examples_travel_as_arrays_of_the_subset(params, ingested, evaluated):
+    examples = evaluated["examples"]
+    n = params["evaluation"]["attention_examples"]
+    test = ingested["test_set"]
+    positions = stratified_indices(test["labels"], params["evaluation"]["n_eval"], seed=0)[:n]
+    np.testing.assert_array_equal(examples["indices"], positions)
+    model = load_classifier(evaluated["model"])
+    x = torch.from_numpy(test["images"][positions]).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(test["labels"][positions])
+    np.testing.assert_allclose(examples["maps"], grad_cam(model, x, y).numpy(), atol=1e-5)

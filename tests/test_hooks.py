@@ -1,0 +1,61 @@
+"""The parameter check runs before any node, for the stages and methods the selected nodes belong to."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+
+from dhat.hooks import ParameterValidationHook
+from dhat.pipeline_registry import register_pipelines
+from tests.pipelines.memory import load_parameters
+
+
+@pytest.fixture(scope="module")
+def base_params():
+    return load_parameters("test")
+
+
+def _check(params, pipeline):
+    catalog = DataCatalog({"parameters": MemoryDataset(params)})
+    ParameterValidationHook().before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
+
+
+def _with(params, path, value):
+    params = copy.deepcopy(params)
+    *parents, key = path.split(".")
+    target = params
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[key] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("dhat.method.name", "dhat_plus", "method.name='dhat_plus'"),
+        ("pgd_at.method.params.attack.eps", -0.1, "pgd_at.method.params.attack.eps must be >= 0"),
+        ("training.epochs", 0, "training.epochs"),
+        ("evaluation.suite.eps", -1, "evaluation.suite.eps"),
+        ("evaluation.n_evals", 3, "evaluation.n_evals"),
+        ("transfer.n_images", 0, "transfer.n_images"),
+        ("data.source", "mnist", "data.source='mnist'"),
+        ("model.name", "vit", "model.name='vit'"),
+    ],
+)
+def test_bad_parameters_are_named(base_params, path, value, message):
+    train_eval = register_pipelines()["train_eval"]
+    _check(base_params, train_eval)  # the environment itself is valid
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        _check(_with(base_params, path, value), train_eval)
+
+
+def test_only_selected_stages_and_methods_are_checked(base_params):
+    pipelines = register_pipelines()
+    broken = _with(base_params, "mart.method.name", "nope")
+    _check(broken, pipelines["train_eval"])  # MART is not part of train_eval
+    with pytest.raises(ValueError, match="nope"):
+        _check(broken, pipelines["train_eval_baselines"].only_nodes_with_namespaces(["mart"]))
+    _check(_with(base_params, "data.source", "mnist"), pipelines["reporting"])  # reporting reads no data section
