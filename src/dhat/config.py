@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["parse_pixel_value", "dataclass_from_dict", "resolve_device"]
+__all__ = ["parse_pixel_value", "check_non_negative", "dataclass_from_dict", "resolve_device"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,14 @@ def parse_pixel_value(value: Any, name: str) -> float:
         except (ValueError, ZeroDivisionError):
             pass
     raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
+
+
+def check_non_negative(values: Any, section: str, *names: str) -> None:
+    """Raise ``ValueError`` naming ``section.<name>`` for the first attribute of ``values`` below 0."""
+    for name in names:
+        value = getattr(values, name)
+        if value < 0:
+            raise ValueError(f"{section}.{name} must be >= 0, got {value}")
 
 
 def dataclass_from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.registry import Registry
+
 __all__ = ["ImageClassifier", "SmallCNN", "WideResNet", "available_models", "build_model", "register_model"]
 
 
@@ -143,7 +145,8 @@ class ImageClassifier(nn.Module):
 
 
 ModelBuilder = Callable[..., nn.Module]
-_MODELS: dict[str, ModelBuilder] = {}
+#: Architectures by name (``model.name``): ``fn(in_channels, **options) -> backbone``.
+MODELS: Registry[ModelBuilder] = Registry("architecture", "model.name")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -154,19 +157,12 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     belong to other architectures are ignored (``conf/`` environments merge the ``model``
     section softly, so ``width`` of the small CNN may sit beside ``name: resnet18``).
     """
-
-    def decorate(fn: ModelBuilder) -> ModelBuilder:
-        if name in _MODELS:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _MODELS[name] = fn
-        return fn
-
-    return decorate
+    return MODELS.register(name)
 
 
 def available_models() -> tuple[str, ...]:
     """Names of the registered architectures, in registration order."""
-    return tuple(_MODELS)
+    return MODELS.names()
 
 
 @register_model("small_cnn")
@@ -211,10 +207,4 @@ def build_model(
     Raises:
         ValueError: naming ``model.name`` when the architecture is unknown.
     """
-    try:
-        builder = _MODELS[name]
-    except KeyError:
-        raise ValueError(
-            f"model.name={name!r} is not a known architecture; choose one of {', '.join(available_models())}"
-        ) from None
-    return ImageClassifier(builder(in_channels, **options), num_classes=num_classes, mean=mean, std=std)
+    return ImageClassifier(MODELS.get(name)(in_channels, **options), num_classes=num_classes, mean=mean, std=std)

@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dhat.data import (
-    concat_sets,
-    index_set,
-    set_size,
-    split_train_val,
-    stratified_indices,
-    take_subset,
-    validate_image_set,
-)
+from dhat.data.splits import concat_sets, index_set, set_size, split_train_val, stratified_indices, take_subset
+from dhat.data.splits import validate_image_set as validate
 
 
 def _toy_set(counts: list[int]) -> dict[str, np.ndarray]:
@@ -109,17 +102,17 @@ def test_concat_sets():
 
 def test_validate_image_set_and_set_size_name_the_problem():
     data = _toy_set([2, 3])
-    assert validate_image_set(data) == 5 and set_size(data) == 5
+    assert validate(data) == 5 and set_size(data) == 5
     with pytest.raises(ValueError, match="train_set has no 'labels'"):
-        validate_image_set({"images": data["images"]}, "train_set")
+        validate({"images": data["images"]}, "train_set")
     with pytest.raises(ValueError, match=r"extra\['masks'\] must be a numpy array"):
-        validate_image_set({**data, "masks": [1, 2, 3, 4, 5]}, "extra")
+        validate({**data, "masks": [1, 2, 3, 4, 5]}, "extra")
     with pytest.raises(ValueError, match="same length"):
-        validate_image_set({**data, "masks": data["masks"][:4]})
+        validate({**data, "masks": data["masks"][:4]})
     with pytest.raises(ValueError, match="1-D integer"):
-        validate_image_set({**data, "labels": data["labels"].astype(np.float32)})
+        validate({**data, "labels": data["labels"].astype(np.float32)})
     with pytest.raises(ValueError, match="dict of numpy arrays"):
-        validate_image_set([data["labels"]])
+        validate([data["labels"]])
 
 
 def test_index_set_takes_the_same_rows_of_every_array_as_copies():

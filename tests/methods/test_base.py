@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dhat.methods import TrainingMethod, available_methods, create_method, method_class, register_method, wrap_model
-from dhat.methods.base import _REGISTRY, AttackSettings
+from dhat.methods.base import METHODS, AttackSettings
 
 
 def test_registry_lists_every_built_in_method():
@@ -25,14 +25,14 @@ def test_unknown_method_names_the_key_and_lists_the_choices():
 
 
 def test_registering_a_name_twice_is_an_error_and_leaves_the_registry_alone():
-    before = dict(_REGISTRY)
+    before = {name: METHODS.get(name) for name in METHODS}
 
     class Impostor(TrainingMethod):
         pass
 
     with pytest.raises(ValueError, match="'natural' is registered twice"):
         register_method("natural")(Impostor)
-    assert _REGISTRY == before and method_class("natural") is not Impostor
+    assert {name: METHODS.get(name) for name in METHODS} == before and method_class("natural") is not Impostor
 
 
 def test_attack_values_are_parsed_and_validated_by_section():
@@ -57,5 +57,5 @@ def test_per_sample_radius_scales_the_step():
 
 
 def test_unknown_model_wrapper_is_named():
-    with pytest.raises(ValueError, match="unknown model wrapper 'nope'; known: .*fsr"):
+    with pytest.raises(ValueError, match="model wrapper name=.nope. is not a registered model wrapper; choose one of .*fsr"):
         wrap_model(torch.nn.Linear(1, 1), {"name": "nope"})

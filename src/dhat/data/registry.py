@@ -17,6 +17,7 @@ import numpy as np
 from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
 from dhat.data.sources import load_image_folder, load_torchvision_cifar
 from dhat.data.splits import split_train_val
+from dhat.registry import Registry
 
 __all__ = ["SourceData", "available_sources", "load_source", "register_source"]
 
@@ -35,37 +36,30 @@ class SourceData:
 
 
 SourceLoader = Callable[[Mapping[str, Any], int], SourceData]
-_SOURCES: dict[str, SourceLoader] = {}
+#: Data sources by name (``data.source``).
+SOURCES: Registry[SourceLoader] = Registry("data source", "data.source")
 
 
 def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
     """Decorator registering ``fn(data_params, seed) -> SourceData`` as ``data.source: name``."""
-
-    def decorate(fn: SourceLoader) -> SourceLoader:
-        if name in _SOURCES:
-            raise ValueError(f"data source {name!r} is registered twice")
-        _SOURCES[name] = fn
-        return fn
-
-    return decorate
+    return SOURCES.register(name)
 
 
 def available_sources() -> tuple[str, ...]:
     """Names of the registered sources, in registration order."""
-    return tuple(_SOURCES)
+    return SOURCES.names()
 
 
 def check_source(name: Any) -> str:
     """``name`` if it is a registered source; otherwise a ``ValueError`` naming ``data.source``."""
-    if name not in _SOURCES:
-        raise ValueError(f"data.source={name!r} is not supported; choose one of {', '.join(available_sources())}")
+    SOURCES.get(name)
     return name
 
 
 def load_source(data: Mapping[str, Any]) -> SourceData:
     """Load the source that ``data["source"]`` names (default ``embedded``) with ``data["seed"]``."""
-    name = check_source(data.get("source", "embedded"))
-    return _SOURCES[name](data, int(data.get("seed", 0)))
+    loader = SOURCES.get(data.get("source", "embedded"))
+    return loader(data, int(data.get("seed", 0)))
 
 
 @register_source("embedded")

@@ -10,11 +10,9 @@ import torch
 from dhat.attention import foreground_iou, grad_cam_batched
 from dhat.evaluation.inference import (
     check_batch_size,
-    check_images,
-    check_labels,
+    check_inputs,
     check_model,
     evaluation_context,
-    model_device,
     percent,
     predict_raw,
 )
@@ -55,14 +53,12 @@ def background_bias_metrics(
         raise ValueError("variant_sets must hold at least one variant, e.g. {'test': (images, labels, masks)}")
     check_model(model)
     check_batch_size(batch_size)
-    device = model_device(model)
     variants: dict[str, dict[str, Any]] = {}
     for name, entry in variant_sets.items():
         if not isinstance(entry, tuple | list) or len(entry) != 3:
             raise ValueError(f"variant_sets[{name!r}] must be a tuple (images, labels, masks or None)")
         images, labels, masks = entry
-        images = check_images(images, device, f"variant_sets[{name!r}] images")
-        labels = check_labels(labels, images.shape[0], device, f"variant_sets[{name!r}] labels")
+        device, images, labels = check_inputs(model, images, labels, f"variant_sets[{name!r}] ")
         stats: dict[str, Any] = {"n_images": int(images.shape[0])}
         with evaluation_context(model):
             logits = predict_raw(model, images, batch_size)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dhat.evaluation.config import AttackSuiteConfig
-from dhat.evaluation.inference import check_images, check_labels, check_model, model_device, subset_indices
+from dhat.evaluation.inference import check_inputs, subset_indices
 from dhat.evaluation.suite import evaluate_attacks
 
 __all__ = ["robust_gap"]
@@ -35,12 +35,8 @@ def robust_gap(
     """
     if not attacks:
         raise ValueError("attacks must name at least one attack, e.g. ('pgd10', 'autoattack')")
-    check_model(model)
-    device = model_device(model)
-    train_images = check_images(train_images, device, "train_images")
-    train_labels = check_labels(train_labels, train_images.shape[0], device, "train_labels")
-    test_images = check_images(test_images, device, "test_images")
-    test_labels = check_labels(test_labels, test_images.shape[0], device, "test_labels")
+    device, train_images, train_labels = check_inputs(model, train_images, train_labels, "train_")
+    _, test_images, test_labels = check_inputs(model, test_images, test_labels, "test_")
     size = min(train_images.shape[0], test_images.shape[0])
     if config.robust_gap_subset is not None:
         size = min(size, config.robust_gap_subset)

@@ -20,6 +20,7 @@ __all__ = [
     "accuracy",
     "check_batch_size",
     "check_images",
+    "check_inputs",
     "check_labels",
     "check_model",
     "evaluation_context",
@@ -73,6 +74,20 @@ def check_labels(labels: torch.Tensor, n: int, device: torch.device, name: str =
     if labels.device != device:
         raise ValueError(f"{name} is on {labels.device} but the model is on {device}; move {name} to {device}")
     return labels
+
+
+def check_inputs(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, prefix: str = ""
+) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
+    """Check an fp32 model and a labelled batch on its device; returns ``(device, images as fp32, labels)``.
+
+    ``prefix`` names the arguments in messages (``"train_"`` -> ``train_images``).
+    """
+    check_model(model)
+    device = model_device(model)
+    images = check_images(images, device, f"{prefix}images")
+    labels = check_labels(labels, images.shape[0], device, f"{prefix}labels")
+    return device, images, labels
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -13,12 +13,9 @@ from dhat.attacks import cross_entropy_loss, signed_gradient_attack
 from dhat.evaluation.autoattack import run_square
 from dhat.evaluation.config import GRADIENT_FREE_COMPONENTS, AttackSuiteConfig
 from dhat.evaluation.inference import (
-    check_images,
-    check_labels,
-    check_model,
+    check_inputs,
     evaluation_context,
     iterate_batches,
-    model_device,
     percent,
     predict_raw,
     subset_indices,
@@ -56,10 +53,7 @@ def sanity_checks(
         One dict per check: ``name``, ``passed`` (bool), ``detail`` (str), and the
         measured numbers (``values``).
     """
-    check_model(model)
-    device = model_device(model)
-    images = check_images(images, device)
-    labels = check_labels(labels, images.shape[0], device)
+    device, images, labels = check_inputs(model, images, labels)
     strongest_pgd = config.pgd_names()[-1]
     needed = ["fgsm", strongest_pgd, "cw"]
     results = dict(results or {})

@@ -20,12 +20,9 @@ from dhat.attacks import cross_entropy_loss, cw_linf, fgsm, signed_gradient_atta
 from dhat.evaluation.autoattack import run_autoattack
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.inference import (
-    check_images,
-    check_labels,
-    check_model,
+    check_inputs,
     evaluation_context,
     iterate_batches,
-    model_device,
     percent,
     predict_raw,
 )
@@ -113,10 +110,7 @@ def evaluate_attacks(
         attack to a bool CPU tensor ``[N]`` of correct predictions (for the sanity
         checks); :func:`scalar_metrics` drops it for JSON.
     """
-    check_model(model)
-    device = model_device(model)
-    images = check_images(images, device)
-    labels = check_labels(labels, images.shape[0], device)
+    _, images, labels = check_inputs(model, images, labels)
     batch_attacks, run_aa = plan_attacks(config, attacks)
     n = images.shape[0]
     if n == 0:

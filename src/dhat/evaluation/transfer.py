@@ -93,13 +93,9 @@ def _validate(models: Mapping[str, nn.Module], images: torch.Tensor, labels: tor
     return images
 
 
-def transfer_attack(
-    source_model: nn.Module,
-    target_model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    config: AttackSuiteConfig,
-    attacks: Sequence[str] | None = None,
+def transfer_attack(  # noqa: PLR0913 - source, target, data, settings
+    source_model: nn.Module, target_model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+    config: AttackSuiteConfig, attacks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Accuracy of ``target_model`` on examples crafted on ``source_model``.
 

@@ -35,6 +35,7 @@ from torch import nn
 
 # Imported for their side effect: the base methods must be registered before the wrappers
 # below look them up (needs_masks is read from the base class at class-creation time).
+from dhat.config import check_non_negative
 from dhat.methods import dhat as _dhat  # noqa: F401
 from dhat.methods import pgd_at as _pgd_at  # noqa: F401
 from dhat.methods import trades as _trades  # noqa: F401
@@ -46,7 +47,7 @@ from dhat.methods.base import (
     TrainingMethod,
     create_method,
     method_class,
-    register_method,
+    register_variant,
 )
 
 __all__ = [
@@ -180,8 +181,7 @@ class AWPParams(WrapperParams):
     proxy_lr: float = 0.01
 
     def validate(self, section: str) -> AWPParams:
-        if self.gamma < 0:
-            raise ValueError(f"{section}.gamma must be >= 0, got {self.gamma}")
+        check_non_negative(self, section, "gamma")
         if int(self.warmup_epochs) < 0:
             raise ValueError(f"{section}.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.proxy_lr <= 0:
@@ -273,22 +273,7 @@ class DHATAWPParams(AWPParams):
     base_method: ClassVar[str] = "dhat"
 
 
-@register_method("pgd_at_awp")
-class PGDATAWP(AdversarialWeightPerturbation):
-    """AWP around PGD-AT."""
-
-    Params = PGDATAWPParams
-
-
-@register_method("trades_awp")
-class TRADESAWP(AdversarialWeightPerturbation):
-    """AWP around TRADES."""
-
-    Params = TRADESAWPParams
-
-
-@register_method("dhat_awp")
-class DHATAWP(AdversarialWeightPerturbation):
-    """AWP around DHAT (needs masks, like DHAT)."""
-
-    Params = DHATAWPParams
+PGDATAWP = register_variant("pgd_at_awp", AdversarialWeightPerturbation, PGDATAWPParams, "AWP around PGD-AT.")
+TRADESAWP = register_variant("trades_awp", AdversarialWeightPerturbation, TRADESAWPParams, "AWP around TRADES.")
+DHATAWP = register_variant("dhat_awp", AdversarialWeightPerturbation, DHATAWPParams,
+                           "AWP around DHAT (needs masks, like DHAT).")

@@ -9,6 +9,7 @@ dataclass ``Params`` that the YAML under the method's namespace fills in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -20,16 +21,20 @@ from dhat.attacks import StartKind, pgd
 from dhat.attacks import batchnorm_mode as _bn_mode
 from dhat.config import dataclass_from_dict, parse_pixel_value
 from dhat.masks import MaskRule
+from dhat.registry import Registry
 
 __all__ = [
     "MASK_SOURCES",
     "MaskSettings",
     "AttackSettings",
+    "EvalModeAttackParams",
     "Batch",
     "StepOutput",
     "EpochContext",
     "TrainingMethod",
+    "attack_defaults",
     "register_method",
+    "register_variant",
     "register_model_wrapper",
     "wrap_model",
     "create_method",
@@ -110,6 +115,14 @@ class MaskSettings:
 
 
 @dataclass
+class EvalModeAttackParams:
+    """Params base of methods whose public code crafts CE-PGD-10 (8/255, step 2/255, uniform
+    start) with batch norm in eval mode (FSR, SGLR)."""
+
+    attack: AttackSettings = field(default_factory=functools.partial(AttackSettings, bn_mode="eval"))
+
+
+@dataclass
 class Batch:
     """One training mini-batch, already augmented, on the training device.
 
@@ -176,8 +189,12 @@ class TrainingMethod:
         self.params = params
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        """Loss of ``model`` on ``batch`` (model in train mode on entry)."""
-        raise NotImplementedError
+        """Loss of ``model`` on ``batch`` (model in train mode on entry).
+
+        By default the loss at the inputs :meth:`craft` makes; a method overrides either
+        this, or :meth:`craft` and :meth:`loss_on`.
+        """
+        return self.loss_on(model, batch, self.craft(model, batch))
 
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Optional: the inputs the loss is computed on (adversarial, inverse examples), crafted once.
@@ -230,8 +247,8 @@ class TrainingMethod:
         return {"name": self.name, "params": dataclasses.asdict(self.params)}
 
 
-_REGISTRY: dict[str, type[TrainingMethod]] = {}
-_MODEL_WRAPPERS: dict[str, Callable[..., nn.Module]] = {}
+METHODS: Registry[type[TrainingMethod]] = Registry("training method", "method.name")
+MODEL_WRAPPERS: Registry[Callable[..., nn.Module]] = Registry("model wrapper", "model wrapper name")
 
 
 def register_model_wrapper(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -242,32 +259,38 @@ def register_model_wrapper(name: str) -> Callable[[Callable[..., nn.Module]], Ca
     checkpoint stores it and :func:`dhat.checkpoints.build_from_spec` re-applies it.
     """
 
-    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODEL_WRAPPERS[name] = fn
-        return fn
-
-    return decorate
+    return MODEL_WRAPPERS.register(name)
 
 
 def wrap_model(model: nn.Module, wrapper: Mapping[str, Any]) -> nn.Module:
     """Apply a registered model wrapper described by ``{"name", "options"}``."""
-    try:
-        fn = _MODEL_WRAPPERS[wrapper["name"]]
-    except KeyError:
-        raise ValueError(
-            f"unknown model wrapper {wrapper.get('name')!r}; known: {', '.join(sorted(_MODEL_WRAPPERS)) or 'none'}"
-        ) from None
-    return fn(model, **dict(wrapper.get("options") or {}))
+    return MODEL_WRAPPERS.get(wrapper.get("name"))(model, **dict(wrapper.get("options") or {}))
+
+
+def attack_defaults(**settings: Any) -> Callable[[], AttackSettings]:
+    """Default factory of an attack field: :class:`AttackSettings` with ``settings`` over its defaults.
+
+    Example: ``attack: AttackSettings = field(default_factory=attack_defaults(start="normal", bn_mode="eval"))``.
+    """
+    return functools.partial(AttackSettings, **settings)
+
+
+def register_variant(name: str, base: type[TrainingMethod], params: type, doc: str) -> type[TrainingMethod]:
+    """Register ``base`` with other default hyper-parameters ``params`` as method ``name``.
+
+    A variant is the same objective with other defaults (an ablation, or a wrapper around
+    another base method); it needs no code of its own.
+    """
+    namespace = {"Params": params, "__doc__": doc, "__module__": base.__module__}
+    return register_method(name)(type(f"{base.__name__}[{name}]", (base,), namespace))
 
 
 def register_method(name: str) -> Callable[[type[TrainingMethod]], type[TrainingMethod]]:
     """Class decorator adding a method to the registry under ``name``."""
 
     def decorate(cls: type[TrainingMethod]) -> type[TrainingMethod]:
-        if name in _REGISTRY:
-            raise ValueError(f"training method {name!r} is registered twice")
+        METHODS.register(name)(cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return decorate
@@ -275,17 +298,12 @@ def register_method(name: str) -> Callable[[type[TrainingMethod]], type[Training
 
 def available_methods() -> list[str]:
     """Names of every registered method."""
-    return sorted(_REGISTRY)
+    return sorted(METHODS.names())
 
 
 def method_class(name: str) -> type[TrainingMethod]:
     """The class registered as ``name``; the error lists what exists."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"method.name={name!r} is not a registered training method; choose one of {', '.join(available_methods())}"
-        ) from None
+    return METHODS.get(name)
 
 
 def create_method(name: str, params: Mapping[str, Any] | None = None, section: str | None = None) -> TrainingMethod:

@@ -43,8 +43,9 @@ import torch
 from torch import nn
 
 from dhat.attacks import batchnorm_mode, pgd
+from dhat.config import check_non_negative
 from dhat.methods.awp import MethodWrapper, WrapperParams
-from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, register_method
+from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, register_method, register_variant
 from dhat.methods.trades import TRADES
 
 __all__ = [
@@ -126,8 +127,7 @@ class CFAParams(WrapperParams):
     validation_batch_size: int = 500
 
     def validate(self, section: str) -> CFAParams:
-        if self.lambda1 < 0:
-            raise ValueError(f"{section}.lambda1 must be >= 0, got {self.lambda1}")
+        check_non_negative(self, section, "lambda1")
         if int(self.ccm_start_epoch) < 0:
             raise ValueError(f"{section}.ccm_start_epoch must be >= 0, got {self.ccm_start_epoch}")
         if not 0.0 <= self.fawa_decay < 1.0:
@@ -152,8 +152,7 @@ class CFATRADESParams(CFAParams):
     ccr: bool = True
 
     def validate(self, section: str) -> CFATRADESParams:
-        if self.lambda2 < 0:
-            raise ValueError(f"{section}.lambda2 must be >= 0, got {self.lambda2}")
+        check_non_negative(self, section, "lambda2")
         if not isinstance(self.ccr, bool):
             raise ValueError(f"{section}.ccr must be true or false, got {self.ccr!r}")
         super().validate(section)
@@ -317,15 +316,7 @@ class ClassWiseCalibratedTraining(MethodWrapper):
         return self.average if self.average is not None else model
 
 
-@register_method("cfa_trades")
-class CFATRADES(ClassWiseCalibratedTraining):
-    """CFA in TRADES mode: CCM + CCR + FAWA around TRADES."""
-
-    Params = CFATRADESParams
-
-
-@register_method("dhat_cfa")
-class DHATCFA(ClassWiseCalibratedTraining):
-    """CFA around DHAT's objective (CCM + FAWA; needs masks, like DHAT)."""
-
-    Params = DHATCFAParams
+CFATRADES = register_variant("cfa_trades", ClassWiseCalibratedTraining, CFATRADESParams,
+                             "CFA in TRADES mode: CCM + CCR + FAWA around TRADES.")
+DHATCFA = register_variant("dhat_cfa", ClassWiseCalibratedTraining, DHATCFAParams,
+                           "CFA around DHAT's objective (CCM + FAWA; needs masks, like DHAT).")

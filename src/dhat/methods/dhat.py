@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.config import check_non_negative
 from dhat.losses import DHLR_FORMS, FLOE_VARIANTS, debiased_logits, dhlr_loss, floe_loss
 from dhat.masks import MaskRule, background_mask
 from dhat.methods.base import (
@@ -26,9 +27,11 @@ from dhat.methods.base import (
     MaskSettings,
     StepOutput,
     TrainingMethod,
+    attack_defaults,
     register_method,
+    register_variant,
 )
-from dhat.methods.uiat import _inverse_defaults, craft_adversarial_and_inverse
+from dhat.methods.uiat import craft_adversarial_and_inverse
 
 
 @dataclass
@@ -36,7 +39,7 @@ class DHATParams:
     """DHAT hyper-parameters (paper defaults; ``floe`` chosen by measurement, see the docs)."""
 
     attack: AttackSettings = field(default_factory=AttackSettings)
-    inverse: AttackSettings = field(default_factory=lambda: _inverse_defaults("4/255"))
+    inverse: AttackSettings = field(default_factory=attack_defaults(eps="4/255"))
     lambda1: float = 1.0
     lambda2: float = 1.0
     omega: float = 0.1
@@ -50,9 +53,7 @@ class DHATParams:
     def validate(self, section: str) -> DHATParams:
         self.attack = self.attack.validate(f"{section}.attack")
         self.inverse = self.inverse.validate(f"{section}.inverse")
-        for name in ("lambda1", "lambda2"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, section, "lambda1", "lambda2")
         self.mask().rule.validate(section)
         if self.mask_source not in MASK_SOURCES:
             raise ValueError(f"{section}.mask_source must be one of {', '.join(MASK_SOURCES)}, got {self.mask_source!r}")
@@ -76,9 +77,6 @@ class DHAT(TrainingMethod):
 
     needs_masks = True
     Params = DHATParams
-
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
 
     def mask_settings(self) -> MaskSettings:
         return self.params.mask()
@@ -128,15 +126,5 @@ class FLOEOnlyParams(DHATParams):
     lambda1: float = 0.0
 
 
-@register_method("dhat_dhlr_only")
-class DHATDHLROnly(DHAT):
-    """DHAT with ``lambda2 = 0`` by default."""
-
-    Params = DHLROnlyParams
-
-
-@register_method("dhat_floe_only")
-class DHATFLOEOnly(DHAT):
-    """DHAT with ``lambda1 = 0`` by default."""
-
-    Params = FLOEOnlyParams
+DHATDHLROnly = register_variant("dhat_dhlr_only", DHAT, DHLROnlyParams, "DHAT with ``lambda2 = 0`` by default.")
+DHATFLOEOnly = register_variant("dhat_floe_only", DHAT, FLOEOnlyParams, "DHAT with ``lambda1 = 0`` by default.")

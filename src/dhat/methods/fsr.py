@@ -41,16 +41,17 @@ also sees random masks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.config import check_non_negative
 from dhat.methods.base import (
-    AttackSettings,
     Batch,
+    EvalModeAttackParams,
     StepOutput,
     TrainingMethod,
     register_method,
@@ -179,16 +180,16 @@ def fsr_wrapper(
     return FSRClassifier(model, tau=tau, hidden=hidden, eval_mask=eval_mask)
 
 
-def _fsr_attack() -> AttackSettings:
-    # Public FSR train.py: CE-PGD-10, eps 8/255, step 0.25 eps, uniform start, net.eval() while crafting.
-    return AttackSettings(eps="8/255", step_size="2/255", steps=10, start="uniform", bn_mode="eval")
-
-
 @dataclass
-class FSRParams:
-    """FSR hyper-parameters: loss weights, the inner attack and the wrapper's options."""
+class FSRParams(EvalModeAttackParams):
+    """FSR hyper-parameters.
 
-    attack: AttackSettings = field(default_factory=_fsr_attack)
+    ``lambda_sep`` and ``lambda_rec`` weight the separation and recalibration losses;
+    ``tau`` (Gumbel-sigmoid temperature), ``hidden`` (channels of the separation net) and
+    ``eval_mask`` (the mask at evaluation) configure the model wrapper. The inner attack
+    follows the public FSR train.py (CE-PGD-10, batch norm in eval mode).
+    """
+
     lambda_sep: float = 1.0
     lambda_rec: float = 1.0
     tau: float = 0.1
@@ -197,9 +198,7 @@ class FSRParams:
 
     def validate(self, section: str) -> FSRParams:
         self.attack = self.attack.validate(f"{section}.attack")
-        for name in ("lambda_sep", "lambda_rec"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, section, "lambda_sep", "lambda_rec")
         _check_options(self.tau, self.hidden, self.eval_mask, section)
         return self
 
@@ -223,9 +222,6 @@ class FSR(TrainingMethod):
                 f"method {self.name!r} trains a model wrapped by the 'fsr' model wrapper (it needs forward_with_aux); "
                 f"got {type(model).__name__}: build it with dhat.methods.base.wrap_model(model, method.model_wrapper())"
             )
-
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
 
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"x_adv"}``: CE-PGD examples on the wrapped model (deterministic mask in eval mode)."""

@@ -23,13 +23,14 @@ logarithms come from ``log_softmax`` (stable without an offset) and the weight i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, register_method
+from dhat.methods.base import Batch, StepOutput, TrainingMethod, register_method
+from dhat.methods.trades import TRADESParams
 
 __all__ = ["MART", "MARTParams", "mart_loss", "top_wrong_class"]
 
@@ -67,23 +68,10 @@ def mart_loss(
     return loss, {"ce_adv": ce.detach(), "boost": boost.detach(), "kl_weighted": robust.detach()}
 
 
-def _mart_attack() -> AttackSettings:
-    # Public MART code: CE-PGD from x + 0.001 N(0, I), model.eval() while crafting.
-    return AttackSettings(eps="8/255", step_size="2/255", steps=10, start="normal", bn_mode="eval")
-
-
 @dataclass
-class MARTParams:
-    """MART hyper-parameters: the inner attack and the weight ``beta`` of the robust term."""
-
-    attack: AttackSettings = field(default_factory=_mart_attack)
-    beta: float = 6.0
-
-    def validate(self, section: str) -> MARTParams:
-        self.attack = self.attack.validate(f"{section}.attack")
-        if self.beta < 0:
-            raise ValueError(f"{section}.beta must be >= 0, got {self.beta}")
-        return self
+class MARTParams(TRADESParams):
+    """MART hyper-parameters: TRADES' inner attack settings (public MART code: CE-PGD from
+    x + 0.001 N(0, I), model.eval() while crafting) and the weight ``beta`` of the robust term."""
 
 
 @register_method("mart")
@@ -91,9 +79,6 @@ class MART(TrainingMethod):
     """``BCE(f(x'), y) + beta * mean_i KL_i(p(x) || p(x')) (1 - p_y(x_i))``."""
 
     Params = MARTParams
-
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
 
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"x_adv"}``: CE-PGD examples (per-sample radius ``batch.attack_eps`` when set)."""

@@ -23,9 +23,6 @@ class PGDAdversarialTraining(TrainingMethod):
             self.attack = self.attack.validate(f"{section}.attack")
             return self
 
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
-
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"x_adv"}``: CE-PGD examples (per-sample radius ``batch.attack_eps`` when set)."""
         return {"x_adv": self.params.attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)}

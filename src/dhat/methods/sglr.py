@@ -35,13 +35,21 @@ that schedule sets ``start_epoch: 89``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, TrainingMethod, register_method
+from dhat.config import check_non_negative
+from dhat.methods.base import (
+    Batch,
+    EpochContext,
+    EvalModeAttackParams,
+    StepOutput,
+    TrainingMethod,
+    register_method,
+)
 
 __all__ = ["SGLR", "SGLRParams", "soft_label_cross_entropy"]
 
@@ -51,16 +59,10 @@ def soft_label_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> tor
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def _sglr_attack() -> AttackSettings:
-    # Public SGLS code: CE-PGD-10, uniform start, model.eval() while crafting.
-    return AttackSettings(eps="8/255", step_size="2/255", steps=10, start="uniform", bn_mode="eval")
-
-
 @dataclass
-class SGLRParams:
-    """SGLR hyper-parameters (public-code defaults: m = 0.9, targets 0.2 clean + 0.8 adversarial)."""
+class SGLRParams(EvalModeAttackParams):
+    """SGLR hyper-parameters (public-code defaults: eval-mode attack, m = 0.9, targets 0.2 clean + 0.8 adversarial)."""
 
-    attack: AttackSettings = field(default_factory=_sglr_attack)
     momentum: float = 0.9
     clean_weight: float = 0.2
     adv_weight: float = 0.8
@@ -71,9 +73,7 @@ class SGLRParams:
         self.attack = self.attack.validate(f"{section}.attack")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"{section}.momentum must be in [0, 1], got {self.momentum}")
-        for name in ("clean_weight", "adv_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{section}.{name} must be >= 0, got {getattr(self, name)}")
+        check_non_negative(self, section, "clean_weight", "adv_weight")
         # The mix must be a distribution, or the soft labels drift off the simplex.
         if not math.isclose(self.clean_weight + self.adv_weight, 1.0, abs_tol=1e-6):
             raise ValueError(

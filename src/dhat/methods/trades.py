@@ -23,14 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhat.attacks import batchnorm_mode, kl_to_reference_loss, signed_gradient_attack
-from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, register_method
+from dhat.config import check_non_negative
+from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, attack_defaults, register_method
 
 __all__ = ["TRADES", "TRADESParams", "trades_loss", "craft_trades_examples"]
-
-
-def _trades_attack_defaults() -> AttackSettings:
-    # TRADES crafts in eval mode from a tiny Gaussian start (public TRADES code).
-    return AttackSettings(eps="8/255", step_size="2/255", steps=10, start="normal", bn_mode="eval")
 
 
 def trades_loss(
@@ -94,13 +90,13 @@ def craft_trades_examples(
 class TRADESParams:
     """TRADES hyper-parameters (CIFAR-10 defaults of the public code)."""
 
-    attack: AttackSettings = field(default_factory=_trades_attack_defaults)
+    # TRADES crafts in eval mode from a tiny Gaussian start (public TRADES code).
+    attack: AttackSettings = field(default_factory=attack_defaults(start="normal", bn_mode="eval"))
     beta: float = 6.0
 
     def validate(self, section: str) -> TRADESParams:
         self.attack = self.attack.validate(f"{section}.attack")
-        if self.beta < 0:
-            raise ValueError(f"{section}.beta must be >= 0, got {self.beta}")
+        check_non_negative(self, section, "beta")
         return self
 
 
@@ -109,9 +105,6 @@ class TRADES(TrainingMethod):
     """``CE(f(x), y) + beta * KL(p(x) || p(x'))``; train accuracy is reported on ``x'``."""
 
     Params = TRADESParams
-
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
 
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"x_adv"}`` from the KL attack (per-sample radius ``batch.attack_eps`` when set)."""

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhat.attacks import batchnorm_mode, inverse_attack
+from dhat.config import check_non_negative
 from dhat.losses import kl_between_logits
-from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, register_method
+from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, attack_defaults, register_method
 
 
 def craft_adversarial_and_inverse(
@@ -45,10 +46,6 @@ def craft_adversarial_and_inverse(
     return x_adv, x_inv
 
 
-def _inverse_defaults(eps: str) -> AttackSettings:
-    return AttackSettings(eps=eps, step_size="2/255", steps=10, start="uniform", bn_mode="train")
-
-
 @register_method("uiat")
 class UIAT(TrainingMethod):
     """``CE(z_adv, y) + beta * KL(p(z_adv) || p(z_inv))``, nothing detached."""
@@ -56,18 +53,14 @@ class UIAT(TrainingMethod):
     @dataclass
     class Params:
         attack: AttackSettings = field(default_factory=AttackSettings)
-        inverse: AttackSettings = field(default_factory=lambda: _inverse_defaults("8/255"))
+        inverse: AttackSettings = field(default_factory=attack_defaults(eps="8/255"))
         beta: float = 3.5
 
         def validate(self, section: str) -> UIAT.Params:
             self.attack = self.attack.validate(f"{section}.attack")
             self.inverse = self.inverse.validate(f"{section}.inverse")
-            if self.beta < 0:
-                raise ValueError(f"{section}.beta must be >= 0, got {self.beta}")
+            check_non_negative(self, section, "beta")
             return self
-
-    def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
-        return self.loss_on(model, batch, self.craft(model, batch))
 
     def craft(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"x_adv", "x_inv"}``: the adversarial and the inverse example."""
