@@ -59,3 +59,10 @@ def test_only_selected_stages_and_methods_are_checked(base_params):
     with pytest.raises(ValueError, match="nope"):
         _check(broken, pipelines["train_eval_baselines"].only_nodes_with_namespaces(["mart"]))
     _check(_with(base_params, "data.source", "mnist"), pipelines["reporting"])  # reporting reads no data section
+
+
+def test_study_namespaces_are_checked_against_their_methods_section(base_params):
+    study = register_pipelines()["study"].only_nodes_with_namespaces(["study_seed1"])
+    _check(base_params, study)
+    with pytest.raises(ValueError, match="dhat_plus"):
+        _check(_with(base_params, "dhat_true_masks.method.name", "dhat_plus"), study)

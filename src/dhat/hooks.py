@@ -32,7 +32,8 @@ class ParameterValidationHook:
             node_stages = set(node.tags) & set(STAGES)
             stages |= node_stages
             if node.namespace and node_stages & _PER_METHOD_STAGES:
-                namespaces.add(node.namespace)
+                # "dhat" or, in the study, "study_seed1.dhat": the last part names the method's section.
+                namespaces.add(node.namespace.rsplit(".", 1)[-1])
         params = catalog.load("parameters")
         validate_parameters(params, stages, sorted(namespaces))
         logger.info("Parameters checked for stages %s and methods %s", sorted(stages), sorted(namespaces) or "-")

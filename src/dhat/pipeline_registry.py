@@ -16,13 +16,14 @@ from dhat.pipelines import (
     evaluation,
     mask_precomputation,
     reporting,
+    study,
     training,
     transfer,
 )
 
 #: Composite pipeline -> the catalog groups whose methods it trains and evaluates.
 COMPOSITES: dict[str, tuple[str, ...]] = {
-    "train_eval": ("core",),  # the paper's core comparison; the CPU default
+    "train_eval": ("core", "oracle"),  # the paper's core comparison and DHAT's oracle; the CPU default
     "train_eval_paper": ("core", "baselines"),  # every method of the paper's tables 1 and 2
     "train_eval_baselines": ("baselines",),
     "train_eval_ablations": ("ablations", "floe_variants"),
@@ -54,5 +55,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "transfer": transfer.create_pipeline(),
         "reporting": reporting.create_pipeline(),
         **composites,
+        "study": study.create_pipeline(),
         "__default__": composites["train_eval"],
     }

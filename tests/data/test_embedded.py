@@ -11,7 +11,8 @@ from sklearn.datasets import load_digits
 from dhat.data import NUM_STYLES, make_digit_texture_benchmark, render_textures
 from dhat.data.embedded import _bilinear_resize
 
-SPLITS = ("train", "val", "test", "test_aligned", "test_random", "test_foreground_only", "test_background_only")
+SPLITS = ("train", "val", "test", "test_aligned", "test_random", "test_foreground_only", "test_background_only",
+          "test_in_distribution")
 TEST_VARIANTS = SPLITS[2:]
 
 
@@ -194,3 +195,15 @@ def test_stripe_styles_are_constant_along_their_stripes():
 def test_parameter_errors_name_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_digit_texture_benchmark(**kwargs)
+
+
+def test_in_distribution_variant_mixes_aligned_and_random_backgrounds_at_rho(bench):
+    mixed, aligned, random_bg = bench["test_in_distribution"], bench["test_aligned"], bench["test"]
+    from_aligned = np.all(mixed["images"] == aligned["images"], axis=(1, 2, 3))
+    from_random = np.all(mixed["images"] == random_bg["images"], axis=(1, 2, 3))
+    assert np.all(from_aligned | from_random)  # every image is one of the two renderings of its digit
+    np.testing.assert_array_equal(mixed["styles"], np.where(from_aligned, aligned["styles"], random_bg["styles"]))
+    # The share drawn from the aligned rendering is rho_train = 0.9 up to binomial noise (sd 1.4 points on 450).
+    share = (np.asarray(mixed["styles"]) == np.asarray(mixed["labels"])).mean()
+    assert 0.85 < share < 0.97
+    np.testing.assert_array_equal(mixed["masks"], random_bg["masks"])

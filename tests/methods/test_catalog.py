@@ -35,6 +35,7 @@ def test_each_configuration_names_a_registered_method_with_valid_parameters(name
 def test_groups_partition_the_catalog_in_paper_order():
     assert sorted(n for g in GROUPS for n in namespaces([g])) == sorted(namespaces())
     assert namespaces(["core"]) == ("natural", "pgd_at", "uiat", "dhat")
+    assert namespaces(["oracle"]) == ("dhat_true_masks",)
     assert order_methods(["dhat", "zeta", "natural", "alpha"]) == ["natural", "dhat", "alpha", "zeta"]
     assert display_name("pgd_at_awp") == "AWP (PGD-AT)" and display_name("custom") == "custom"
     assert [e.namespace for e in METHOD_CATALOG][:2] == ["natural", "pgd_at"]
@@ -45,3 +46,17 @@ def test_unknown_names_are_refused_with_the_known_ones():
         catalog_entry("dhat_floe_bounded")
     with pytest.raises(ValueError, match="unknown method group"):
         namespaces(["extras"])
+
+
+@pytest.mark.parametrize("env", ["cifar10", "cifar100"])
+def test_cifar_environments_follow_the_papers_table_1(env):
+    params = load_parameters(env)
+    uiat = create_method("uiat", params["uiat"]["method"]["params"])
+    assert uiat.params.inverse.eps == pytest.approx(4 / 255)
+    for namespace in ("dhat", "dhat_true_masks", "dhat_floe_only"):
+        assert create_method("dhat", params[namespace]["method"]["params"]).params.floe == "reference", namespace
+    for namespace in ("dhat_awp", "dhat_cfa"):
+        method = create_method(namespace, params[namespace]["method"]["params"])
+        assert method.base.params.floe == "reference" and method.base.params.lambda1 == 1.0, namespace
+    # The embedded default keeps its measured choice.
+    assert create_method("dhat", BASE["dhat"]["method"]["params"]).params.floe == "bounded"

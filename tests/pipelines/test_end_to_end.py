@@ -20,7 +20,7 @@ from dhat.checkpoints import load_classifier
 from dhat.methods.catalog import namespaces
 from tests.pipelines.memory import REPO
 
-CORE = list(namespaces(["core"]))
+CORE = list(namespaces(["core", "oracle"]))
 
 
 def _run(project: Path, **run_kwargs):
@@ -63,6 +63,10 @@ def test_train_eval_smoke_run_writes_every_output(project):
         assert (reporting / figure).stat().st_size > 1000
     transfer = pd.read_csv(_latest(project / "data/07_model_output/transfer/transfer_attacks.csv"))
     assert set(transfer["source"]) == set(CORE)
+    paired = pd.read_csv(reporting / "paired_differences.csv")
+    assert {"DHAT - UIAT", "DHAT - PGD-AT", "DHAT (true masks) - DHAT"} <= set(paired["comparison"])
+    assert ((paired["low"] <= paired["difference"]) & (paired["difference"] <= paired["high"])).all()
+    assert "## DHAT's background masks" in report and "## Paired differences" in report
     for method in CORE:
         checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), weights_only=True)
         assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
@@ -87,7 +91,7 @@ def test_reporting_alone_aggregates_what_is_on_disk(project, tmp_path):
     shutil.rmtree(copy / "data/07_model_output/uiat")
     _run(copy, pipeline_names=["reporting"])
     table = pd.read_csv(copy / "data/08_reporting/table1_robustness.csv")
-    assert table["method"].tolist() == ["natural", "pgd_at", "dhat"]
+    assert table["method"].tolist() == ["natural", "pgd_at", "dhat", "dhat_true_masks"]
 
 
 def test_bad_parameters_fail_before_any_work(tmp_path):
@@ -111,3 +115,25 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
     assert 0 <= metrics["best"]["autoattack"] <= metrics["best"]["clean"] <= 100
     checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), weights_only=True)
     assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+
+
+def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path):
+    from dhat.pipelines.study.pipeline import STUDY_SEEDS
+
+    project = _scratch(tmp_path)
+    _run(project, pipeline_names=["study"])
+    table = pd.read_csv(project / "data/08_reporting/study_table.csv")
+    assert table["method"].drop_duplicates().tolist() == CORE
+    assert set(table["attack"]) == {"clean", "pgd5", "autoattack"} and (table["n_seeds"] == len(STUDY_SEEDS)).all()
+    assert ((table["low"] <= table["mean"]) & (table["mean"] <= table["high"])).all()
+    # Each seed's accuracy in the table is the one its own namespace's metrics report.
+    for seed in STUDY_SEEDS:
+        metrics = json.loads(_latest(project / f"data/07_model_output/study/seed{seed}/dhat/metrics.json").read_text())
+        row = table[(table["method"] == "dhat") & (table["attack"] == "clean")].iloc[0]
+        assert f"{metrics['best']['clean']:.1f}" == row["per_seed"].split()[STUDY_SEEDS.index(seed)]
+    checkpoints = [torch.load(_latest(project / f"data/06_models/study/seed{s}/pgd_at/model_best.pt"), weights_only=True)
+                   for s in STUDY_SEEDS]
+    assert [c["metadata"]["training"]["seed"] for c in checkpoints] == list(STUDY_SEEDS)
+    paired = pd.read_csv(project / "data/08_reporting/study_paired_differences.csv")
+    assert {"DHAT - UIAT", "DHAT - PGD-AT"} <= set(paired["comparison"])
+    assert "# Multi-seed study" in (project / "data/08_reporting/study.md").read_text()

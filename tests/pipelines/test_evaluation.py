@@ -9,6 +9,7 @@ import torch
 from dhat.attention import grad_cam
 from dhat.checkpoints import load_classifier
 from dhat.data.splits import stratified_indices
+from dhat.intervals import accuracy_interval
 from dhat.pipelines import evaluation, training
 from tests.pipelines.memory import run_pipeline
 
@@ -20,7 +21,7 @@ def evaluated(params, ingested, masks):
     models = {f"natural.{k}": catalog.load(f"natural.{k}") for k in ("model_best", "model_last")}
     catalog = run_pipeline(evaluation.create_pipeline(methods=["natural"]), params, **ingested, **models)
     return {"metrics": catalog.load("natural.metrics"), "examples": catalog.load("natural.attention_examples"),
-            "model": models["natural.model_best"]}
+            "per_image": catalog.load("natural.per_image"), "model": models["natural.model_best"]}
 
 
 def test_metrics_describe_the_labelled_subset_and_hold_every_attack(params, evaluated):
@@ -48,3 +49,30 @@ def test_attention_examples_travel_as_arrays_of_the_subset(params, ingested, eva
     x = torch.from_numpy(test["images"][positions]).permute(0, 3, 1, 2).float() / 255
     y = torch.from_numpy(test["labels"][positions])
     np.testing.assert_allclose(examples["maps"], grad_cam(model, x, y).numpy(), atol=1e-5)
+
+
+def test_every_accuracy_has_its_bootstrap_interval_from_the_per_image_flags(evaluated):
+    metrics, per_image = evaluated["metrics"], evaluated["per_image"]
+    for attack in ("clean", "fgsm", "pgd5", "cw", "autoattack"):
+        flags = per_image[attack]
+        assert 100 * flags.mean() == pytest.approx(metrics["best"][attack])
+        interval = metrics["intervals"][attack]
+        assert interval["estimate"] == pytest.approx(metrics["best"][attack])
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
+        assert interval == accuracy_interval(flags, seed=0).as_dict()
+
+
+def test_robust_gap_uses_test_digits_from_the_training_distribution(params, ingested, evaluated):
+    metrics = evaluated["metrics"]
+    gap, shift = metrics["robust_gap"], metrics["background_shift"]
+    assert gap["test_images"] == "test_in_distribution"
+    # The shift compares the same digits: in-distribution backgrounds minus decorrelated ones.
+    assert shift["clean"]["decorrelated"] == metrics["best"]["clean"]
+    assert shift["pgd2"]["shift"] == pytest.approx(shift["pgd2"]["in_distribution"] - shift["pgd2"]["decorrelated"])
+    variant = ingested["test_variants"]["test_in_distribution"]
+    positions = evaluated["per_image"]["positions"]
+    model = load_classifier(evaluated["model"])
+    x = torch.from_numpy(variant["images"][positions]).permute(0, 3, 1, 2).float() / 255
+    clean = 100 * (model(x).argmax(1).numpy() == variant["labels"][positions]).mean()
+    assert shift["clean"]["in_distribution"] == pytest.approx(clean)
+    assert metrics["masks"] is None  # the natural model trains without masks

@@ -25,8 +25,10 @@ def test_report_orders_names_and_draws_any_subset_of_methods():
     metrics = {"dhat": _metrics(40.0), "natural": _metrics(90.0), "my_method": _metrics(10.0)}
     examples = {m: {"indices": np.array([0, 2]), "maps": rng.random((2, 8, 8)).astype(np.float32)} for m in metrics}
     history = pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "val_clean": [50.0, 60.0], "val_pgd10": [20.0, 30.0]})
-    table, bias, markdown, curves, figure = build_report(
-        metrics, examples, dict.fromkeys(metrics, history), {}, {}, test_set, {"source": "embedded"},
+    per_image = {m: {"positions": np.arange(4), "clean": np.array([1, 1, 0, 0], bool)} for m in metrics}
+    per_image["natural"]["clean"] = np.array([1, 1, 1, 1], bool)
+    table, bias, paired, markdown, curves, figure = build_report(
+        metrics, examples, per_image, dict.fromkeys(metrics, history), {}, {}, test_set, {"source": "embedded"},
         {"cam_threshold": 0.1}, "ignored.metrics",
     )
     # Catalog order and display names; a namespace unknown to the catalog goes last, under its own name.

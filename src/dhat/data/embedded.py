@@ -312,12 +312,14 @@ def make_digit_texture_benchmark(
 
     Returns:
         ``{"train", "val", "test", "test_aligned", "test_random",
-        "test_foreground_only", "test_background_only"}`` -> image set with
+        "test_foreground_only", "test_background_only", "test_in_distribution"}`` -> image set with
         ``images`` uint8 ``[N, H, W, 3]``, ``labels`` int64 ``[N]``, ``masks``
         uint8 ``[N, H, W]`` (255 = digit stroke; all 0 for
         ``test_background_only``) and ``styles`` int64 ``[N]`` (the background
         style id, see :data:`STYLE_NAMES`; -1 for ``test_foreground_only``,
-        which has no background). Class names are :data:`DIGIT_CLASS_NAMES`.
+        which has no background). ``test_in_distribution`` is ``test_aligned`` with
+        probability ``rho_train`` per image and ``test`` otherwise (the training
+        distribution). Class names are :data:`DIGIT_CLASS_NAMES`.
 
     Raises:
         ValueError: naming the parameter that is out of range.
@@ -378,5 +380,13 @@ def make_digit_texture_benchmark(
     out["test_random"] = build(test_idx, rng.integers(0, NUM_STYLES, n_test), test_look, "composite")
     out["test_foreground_only"] = build(test_idx, np.full(n_test, -1), test_look, "foreground_only")
     out["test_background_only"] = build(test_idx, test_labels, test_look, "background_only")
+    # The test digits on backgrounds drawn as in training (class-aligned with probability rho_train):
+    # the distribution the robust gap compares the training images with. A separate generator keeps
+    # every other output identical to what it was before this variant existed.
+    aligned = np.random.default_rng([seed, 1]).random(n_test) < rho_train
+    out["test_in_distribution"] = {
+        key: np.where(aligned.reshape(-1, *[1] * (value.ndim - 1)), out["test_aligned"][key], value)
+        for key, value in out["test"].items()
+    }
     return out
 

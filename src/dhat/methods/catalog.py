@@ -21,6 +21,7 @@ __all__ = [
     "GROUPS",
     "MethodEntry",
     "METHOD_CATALOG",
+    "PAIRED_COMPARISONS",
     "catalog_entry",
     "display_name",
     "namespaces",
@@ -28,7 +29,16 @@ __all__ = [
 ]
 
 #: Groups of methods, each trained by its own composite pipeline (see ``pipeline_registry``).
-GROUPS: tuple[str, ...] = ("core", "baselines", "ablations", "floe_variants")
+GROUPS: tuple[str, ...] = ("core", "oracle", "baselines", "ablations", "floe_variants")
+
+#: Paired comparisons the report draws (a - b on the same test images and seeds), where both were evaluated.
+PAIRED_COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("dhat", "uiat"),
+    ("dhat", "pgd_at"),
+    ("dhat_true_masks", "dhat"),
+    ("dhat_true_masks", "uiat"),
+    ("uiat", "pgd_at"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,9 @@ class MethodEntry:
         namespace: Kedro namespace and YAML section (``dhat``, ``dhat_floe_paper``).
         display: name in tables and figures.
         group: one of :data:`GROUPS`: ``core`` (the paper's core comparison, trained by
-            ``train_eval``), ``baselines`` (the paper's other methods), ``ablations``
+            ``train_eval``), ``oracle`` (DHAT with the data's true foreground masks: what
+            DHAT can do with a perfect segmenter; needs data with true masks, trained by
+            ``train_eval`` on the embedded default), ``baselines`` (the paper's other methods), ``ablations``
             (paper table 4), ``floe_variants`` (the FLOE forms compared by measurement).
     """
 
@@ -61,6 +73,7 @@ METHOD_CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("uiat", "UIAT", "core"),
     MethodEntry("sglr", "SGLR", "baselines"),
     MethodEntry("dhat", "DHAT", "core"),
+    MethodEntry("dhat_true_masks", "DHAT (true masks)", "oracle"),
     MethodEntry("dhat_awp", "DHAT-AWP", "baselines"),
     MethodEntry("dhat_cfa", "DHAT-CFA", "baselines"),
     MethodEntry("dhat_dhlr_only", "DHAT (DHLR only)", "ablations"),

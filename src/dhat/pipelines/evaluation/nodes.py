@@ -20,9 +20,13 @@ from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import index_set, stratified_indices, take_subset
 from dhat.evaluation.sections import EvaluationSettings
+from dhat.intervals import accuracy_interval
 from dhat.tensors import to_device_set
 
 logger = logging.getLogger(__name__)
+
+#: The test variant drawn from the training distribution (embedded data); see dhat.data.embedded.
+IN_DISTRIBUTION = "test_in_distribution"
 
 
 def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: str | None) -> str:
@@ -62,6 +66,17 @@ def _flatten_bias(bias: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _background_shift(model, in_distribution, decorrelated: dict[str, Any], config, attacks) -> dict[str, Any]:
+    """Accuracy on the test digits drawn as in training minus the same on decorrelated backgrounds (same digits)."""
+    on_training_backgrounds = ev.evaluate_attacks(model, in_distribution.float_images(), in_distribution.labels, config,
+                                                  attacks=list(attacks))
+    return {
+        name: {"in_distribution": on_training_backgrounds[name], "decorrelated": decorrelated[name],
+               "shift": on_training_backgrounds[name] - decorrelated[name]}
+        for name in ("clean", *attacks)
+    }
+
+
 def _checkpoint_facts(checkpoint: dict[str, Any]) -> dict[str, Any]:
     meta = checkpoint["metadata"]
     return {
@@ -82,11 +97,14 @@ def evaluate_method(
     dataset_info: dict[str, Any],
     evaluation: dict[str, Any],
     device: str,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Attack suite, sanity checks, robust gap and (with true masks) background reliance of one method.
 
-    Returns the metrics (JSON) and the Grad-CAM maps of a few test images for the
-    report's figure (``{"indices": int64 [n], "maps": float32 [n, H, W]}``).
+    Returns the metrics (JSON; every accuracy of the selected checkpoint with a 95% bootstrap
+    interval over the test images), the Grad-CAM maps of a few test images for the report's
+    figure (``{"indices": int64 [n], "maps": float32 [n, H, W]}``) and the per-image
+    correctness under each attack (``{"positions": int64 [n], "<attack>": bool [n]}``), from
+    which the report draws paired comparisons between methods.
     """
     settings = EvaluationSettings.from_dict(evaluation)
     config = settings.suite
@@ -102,13 +120,23 @@ def evaluate_method(
     logger.info("Evaluating %s (selected checkpoint, epoch %s) on %d test images",
                 model_best["metadata"].get("label"), model_best["metadata"].get("epoch"), n_eval)
     best = ev.evaluate_attacks(model, images, labels, config)
+    per_image = {"positions": positions.astype(np.int64),
+                 **{name: flags.numpy().astype(bool) for name, flags in best["per_sample"].items()}}
     checks = ev.sanity_checks(model, images, labels, config, best)
     train = to_device_set(take_subset(train_set, settings.robust_gap.n, seed=settings.subset_seed), torch_device,
                           name="train_set")
-    gap = ev.robust_gap(model, train.float_images(), train.labels, images, labels, config, attacks=settings.gap_attacks())
+    # Robust overfitting alone: training images against test digits drawn from the training distribution
+    # (where the data has that variant); the drop from it to the decorrelated test images is the background shift.
+    in_distribution = test_variants.get(IN_DISTRIBUTION)
+    gap_test = test if in_distribution is None else to_device_set(index_set(in_distribution, positions), torch_device,
+                                                                  name=IN_DISTRIBUTION)
+    gap = ev.robust_gap(model, train.float_images(), train.labels, gap_test.float_images(), gap_test.labels, config,
+                        attacks=settings.gap_attacks())
+    gap["test_images"] = "test" if in_distribution is None else IN_DISTRIBUTION
     metrics: dict[str, Any] = {
         "method_config": model_best["metadata"].get("method"),
         "checkpoint": _checkpoint_facts(model_best),
+        "masks": model_best["metadata"].get("masks"),
         "evaluation": {
             "n_eval": n_eval,
             "n_test": n_test,
@@ -119,9 +147,13 @@ def evaluate_method(
             "device": str(torch_device),
         },
         "best": ev.scalar_metrics(best),
+        "intervals": {name: accuracy_interval(flags, seed=settings.subset_seed).as_dict()
+                      for name, flags in per_image.items() if name != "positions"},
         "sanity_checks": checks,
         "robust_gap": gap,
     }
+    if in_distribution is not None:
+        metrics["background_shift"] = _background_shift(model, gap_test, best, config, settings.gap_attacks())
     if dataset_info.get("has_true_masks") or test_variants:
         bias = ev.background_bias_metrics(
             model, _variant_sets(test_variants, test_set, positions, torch_device), settings.cam_threshold,
@@ -140,4 +172,4 @@ def evaluate_method(
     failed = [c["name"] for c in checks if not c.get("passed", False)]
     if failed:
         logger.warning("sanity check(s) failed: %s (possible gradient masking)", ", ".join(failed))
-    return metrics, examples
+    return metrics, examples, per_image

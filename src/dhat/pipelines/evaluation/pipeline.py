@@ -20,17 +20,9 @@ def evaluation_template() -> Pipeline:
         [
             Node(
                 evaluate_method,
-                inputs=[
-                    "model_best",
-                    "model_last",
-                    "train_set",
-                    "test_set",
-                    "test_variants",
-                    "dataset_info",
-                    "params:evaluation",
-                    "params:device",
-                ],
-                outputs=["metrics", "attention_examples"],
+                inputs=["model_best", "model_last", "train_set", "test_set", "test_variants", "dataset_info",
+                        "params:evaluation", "params:device"],
+                outputs=["metrics", "attention_examples", "per_image"],
                 name="evaluate",
                 tags=["evaluation"],
             )

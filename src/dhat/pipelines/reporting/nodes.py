@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dhat import reporting
+from dhat.comparisons import mask_table, paired_table
 from dhat.methods.catalog import order_methods
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 def build_report(
     evaluated_metrics: dict[str, dict[str, Any]],
     attention_examples: dict[str, dict[str, np.ndarray]],
+    per_image: dict[str, dict[str, np.ndarray]],
     training_histories: dict[str, pd.DataFrame],
     mask_quality: dict[str, dict[str, Any]],
     transfer_results: dict[str, pd.DataFrame],
@@ -25,7 +27,7 @@ def build_report(
     dataset_info: dict[str, Any],
     params: dict[str, Any],
     *upstream: Any,
-) -> tuple[pd.DataFrame, pd.DataFrame, str, plt.Figure, plt.Figure]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, plt.Figure, plt.Figure]:
     """Build the report from the latest metrics of each method found on disk.
 
     ``upstream`` only orders this node after the evaluations of the same run.
@@ -36,7 +38,9 @@ def build_report(
     table = reporting.robustness_table(metrics)
     bias = reporting.bias_table(metrics)
     transfer = transfer_results.get("transfer")
-    markdown = reporting.markdown_report(metrics, table, bias, mask_quality.get("mask_model"), transfer, dataset_info)
+    paired = paired_table({m: v for m, v in per_image.items() if m in metrics})
+    markdown = reporting.markdown_report(metrics, table, bias, mask_quality.get("mask_model"), transfer, dataset_info,
+                                         paired=paired, masks=mask_table(metrics))
     curves = reporting.learning_curves_figure(histories)
     examples = {m: v for m, v in attention_examples.items() if m in metrics and len(v.get("indices", ()))}
     # Every method's maps are of the same test images (the evaluation's fixed subset).
@@ -45,4 +49,4 @@ def build_report(
     true_masks = test_set["masks"][indices] if "masks" in test_set and len(indices) else None
     maps = {m: v["maps"] for m, v in examples.items() if np.array_equal(v["indices"], indices)}
     figure = reporting.gradcam_figure(images, true_masks, maps, float(params.get("cam_threshold", 0.1)))
-    return table, bias, markdown, curves, figure
+    return table, bias, paired, markdown, curves, figure

@@ -13,6 +13,7 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
         inputs=[
             "evaluated_metrics",
             "attention_example_results",
+            "per_image_results",
             "training_histories",
             "mask_quality_results",
             "transfer_results",
@@ -20,7 +21,7 @@ def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
             "dataset_info",
             "params:reporting",
         ],
-        outputs=["results_table", "bias_table", "report", "learning_curves", "gradcam_figure"],
+        outputs=["results_table", "bias_table", "paired_table", "report", "learning_curves", "gradcam_figure"],
         name="build_report",
         after=after,
         tags=["reporting"],

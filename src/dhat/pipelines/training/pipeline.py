@@ -12,6 +12,9 @@ from dhat.pipelines.training.nodes import train_method
 #: Datasets and parameters every method namespace shares (not prefixed by the namespace).
 SHARED_INPUTS = {"train_set", "val_set", "attention_masks", "dataset_info"}
 SHARED_PARAMS = {"params:model", "params:training", "params:device"}
+#: Inputs of the training node, in the order of :func:`train_method`'s arguments.
+TRAINING_INPUTS = ["train_set", "val_set", "attention_masks", "dataset_info", "params:method", "params:model",
+                   "params:training", "params:device"]
 
 
 def training_template() -> Pipeline:
@@ -20,16 +23,7 @@ def training_template() -> Pipeline:
         [
             Node(
                 train_method,
-                inputs=[
-                    "train_set",
-                    "val_set",
-                    "attention_masks",
-                    "dataset_info",
-                    "params:method",
-                    "params:model",
-                    "params:training",
-                    "params:device",
-                ],
+                inputs=TRAINING_INPUTS,
                 outputs=["model_best", "model_last", "history"],
                 name="train",
                 tags=["training"],

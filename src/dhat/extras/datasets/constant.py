@@ -1,0 +1,44 @@
+"""A read-only value written in the catalog, typically a dataset-factory placeholder.
+
+The study pipeline names its replicates ``study_seed<k>``; the catalog entry::
+
+    "study_seed{seed}.seed":
+      type: dhat.extras.datasets.ConstantDataset
+      value: "{seed}"
+      cast: int
+
+hands each replicate its training seed, so the seed lives in the namespace name and
+in no second list.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from kedro.io.core import AbstractDataset, DatasetError
+
+__all__ = ["ConstantDataset"]
+
+_CASTS = {"int": int, "float": float, "str": str}
+
+
+class ConstantDataset(AbstractDataset[None, Any]):
+    """Loads ``value`` converted with ``cast``; refuses to save."""
+
+    def __init__(self, value: Any, cast: Literal["int", "float", "str"] = "str", metadata: dict[str, Any] | None = None):
+        if cast not in _CASTS:
+            raise DatasetError(f"ConstantDataset: 'cast' must be one of {sorted(_CASTS)}, got {cast!r}")
+        try:
+            self._value = _CASTS[cast](value)
+        except (TypeError, ValueError) as error:
+            raise DatasetError(f"ConstantDataset: cannot read {value!r} as {cast}") from error
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        return self._value
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("ConstantDataset is read-only: its value is written in the catalog")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"value": self._value}

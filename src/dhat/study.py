@@ -1,0 +1,113 @@
+"""A multi-seed study: every method trained with several seeds, scored on the same test images.
+
+Kedro-free aggregation of the per-(seed, method) results of the ``study`` pipeline:
+accuracies as the mean over seeds with a t-interval (and the spread of the seeds),
+and paired differences between methods from per-seed differences on the same seeds
+and images (:mod:`dhat.intervals`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dhat.intervals import accuracy_interval, paired_difference
+from dhat.methods.catalog import PAIRED_COMPARISONS, display_name, order_methods
+
+__all__ = ["STUDY_ATTACKS", "reported_attacks", "stack_runs", "study_table", "study_paired_table", "study_markdown"]
+
+#: Attacks the study reports: clean, the strongest PGD that was run (PGD-50 by default), AutoAttack.
+STUDY_ATTACKS: tuple[str, ...] = ("clean", "pgd", "autoattack")
+
+
+def reported_attacks(stacked: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
+    """:data:`STUDY_ATTACKS` with ``pgd`` resolved to the longest PGD every method was scored with."""
+    common = set.intersection(*(set(v) for v in stacked.values())) if stacked else set()
+    pgd = sorted((a for a in common if a.startswith("pgd") and a[3:].isdigit()), key=lambda a: int(a[3:]))
+    names = [pgd[-1] if a == "pgd" and pgd else a for a in STUDY_ATTACKS]
+    return [a for a in names if a in common]
+
+Runs = Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]
+
+
+def stack_runs(per_image: Mapping[tuple[int, str], Mapping[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """``{(seed, method): flags}`` -> ``{method: {attack: bool [n_seeds, n_images]}}`` in seed order.
+
+    Every run of the study must cover the same test images (checked), or nothing is paired.
+    """
+    methods = sorted({m for _, m in per_image})
+    seeds = sorted({s for s, _ in per_image})
+    positions = {tuple(np.asarray(v["positions"]).tolist()) for v in per_image.values()}
+    if len(positions) != 1:
+        raise ValueError("the study's runs were evaluated on different test images; re-run the study's evaluation")
+    stacked: dict[str, dict[str, np.ndarray]] = {}
+    for method in methods:
+        missing = [s for s in seeds if (s, method) not in per_image]
+        if missing:
+            raise ValueError(f"the study has no results for {method!r} with seed(s) {missing}")
+        attacks = [a for a in per_image[(seeds[0], method)] if a != "positions"]
+        stacked[method] = {a: np.stack([np.asarray(per_image[(s, method)][a]) for s in seeds]) for a in attacks}
+    return stacked
+
+
+def study_table(stacked: Mapping[str, Mapping[str, np.ndarray]], attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per method and attack: mean accuracy over seeds, its 95% t-interval, the seeds' sd and accuracies."""
+    attacks = reported_attacks(stacked) if attacks is None else attacks
+    rows: list[dict[str, Any]] = []
+    for method in order_methods(list(stacked)):
+        for attack in attacks:
+            if attack not in stacked[method]:
+                continue
+            runs = stacked[method][attack]
+            interval = accuracy_interval(runs)
+            rows.append({
+                "method": method, "Method": display_name(method), "attack": attack, "mean": interval.estimate,
+                "low": interval.low, "high": interval.high, "sd": interval.sd, "n_seeds": runs.shape[0],
+                "n_images": runs.shape[1], "per_seed": " ".join(f"{100 * r.mean():.1f}" for r in runs),
+            })
+    return pd.DataFrame(rows)
+
+
+def study_paired_table(
+    stacked: Mapping[str, Mapping[str, np.ndarray]], attacks: Sequence[str] | None = None,
+    pairs: Sequence[tuple[str, str]] = PAIRED_COMPARISONS,
+) -> pd.DataFrame:
+    """``a - b`` (points) per pair and attack from per-seed differences (same seeds, same images)."""
+    attacks = reported_attacks(stacked) if attacks is None else attacks
+    rows: list[dict[str, Any]] = []
+    for a, b in pairs:
+        if a not in stacked or b not in stacked:
+            continue
+        for attack in attacks:
+            if attack not in stacked[a] or attack not in stacked[b]:
+                continue
+            diff = paired_difference(stacked[a][attack], stacked[b][attack], display_name(a), display_name(b))
+            rows.append({
+                "comparison": f"{display_name(a)} - {display_name(b)}", "attack": attack,
+                "difference": diff.interval.estimate, "low": diff.interval.low, "high": diff.interval.high,
+                "half_width": diff.interval.half_width, "sd": diff.interval.sd, "verdict": diff.verdict,
+            })
+    return pd.DataFrame(rows)
+
+
+def study_markdown(table: pd.DataFrame, paired: pd.DataFrame, description: str) -> str:
+    """The study's Markdown: accuracies with intervals over seeds, then the paired differences."""
+    lines = ["# Multi-seed study", "", description, ""]
+    if table.empty:
+        return "\n".join([*lines, "No study results yet: run `kedro run --pipelines=study`.", ""])
+    wide = table.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in
+                              zip(table["mean"], table["low"], table["high"], strict=True)])
+    pivot = wide.pivot(index="Method", columns="attack", values="cell")
+    pivot = pivot.reindex([display_name(m) for m in order_methods(list(dict.fromkeys(table["method"])))])
+    columns = list(dict.fromkeys(table["attack"]))
+    lines += ["| Method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += ["| " + name + " | " + " | ".join(str(row[c]) for c in columns) + " |" for name, row in pivot.iterrows()]
+    if not paired.empty:
+        lines += ["", "Paired differences (points; per-seed differences on the same images, 95% t-interval):", "",
+                  "| comparison | attack | a - b | verdict |", "|---|---|---|---|"]
+        lines += [f"| {r.comparison} | {r.attack} | {r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}] | {r.verdict} |"
+                  for r in paired.itertuples()]
+    return "\n".join([*lines, ""])

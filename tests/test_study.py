@@ -1,0 +1,57 @@
+"""Aggregation of a multi-seed study against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dhat.study import stack_runs, study_markdown, study_paired_table, study_table
+
+T2 = 4.302652729911275  # t(0.975, 2)
+
+
+def _runs():
+    positions = np.arange(4)
+    flags = {  # (seed, method) -> clean / pgd5 correctness on the same 4 images
+        (0, "dhat"): ([1, 1, 1, 0], [1, 0, 0, 0]), (1, "dhat"): ([1, 1, 1, 1], [1, 1, 0, 0]),
+        (2, "dhat"): ([1, 1, 0, 0], [1, 0, 0, 0]),
+        (0, "uiat"): ([1, 1, 0, 0], [0, 0, 0, 0]), (1, "uiat"): ([1, 1, 1, 0], [1, 0, 0, 0]),
+        (2, "uiat"): ([1, 0, 0, 0], [0, 0, 0, 0]),
+    }
+    return {key: {"positions": positions, "clean": np.array(c, bool), "pgd5": np.array(p, bool),
+                  "pgd2": np.array(c, bool)} for key, (c, p) in flags.items()}
+
+
+def test_study_table_is_the_mean_over_seeds_with_a_t_interval():
+    table = study_table(stack_runs(_runs()))
+    assert table["attack"].tolist() == ["clean", "pgd5", "clean", "pgd5"]  # the longest PGD, catalog order
+    row = table[(table["method"] == "dhat") & (table["attack"] == "clean")].iloc[0]
+    # Seeds: 75, 100, 50 -> mean 75, sd 25.
+    assert (row["mean"], row["sd"], row["per_seed"]) == (pytest.approx(75.0), pytest.approx(25.0), "75.0 100.0 50.0")
+    assert (row["low"], row["high"]) == pytest.approx((75 - T2 * 25 / math.sqrt(3), 75 + T2 * 25 / math.sqrt(3)))
+
+
+def test_paired_differences_are_per_seed():
+    paired = study_paired_table(stack_runs(_runs()), pairs=[("dhat", "uiat")])
+    clean = paired[paired["attack"] == "clean"].iloc[0]
+    # Per-seed differences of clean accuracy: 25, 25, 25 -> mean 25, sd 0: a zero-width interval.
+    assert (clean["difference"], clean["low"], clean["high"]) == pytest.approx((25.0, 25.0, 25.0))
+    assert clean["verdict"] == "DHAT better" and clean["comparison"] == "DHAT - UIAT"
+    pgd = paired[paired["attack"] == "pgd5"].iloc[0]
+    # 25, 25, 25 again on PGD-5 (1 vs 0, 2 vs 1, 1 vs 0 correct).
+    assert pgd["difference"] == pytest.approx(25.0)
+    markdown = study_markdown(study_table(stack_runs(_runs())), paired, "3 seeds.")
+    assert "| DHAT | 75.0 [" in markdown and "| DHAT - UIAT | clean | +25.0 [+25.0, +25.0] | DHAT better |" in markdown
+
+
+def test_runs_on_different_images_or_missing_seeds_are_refused():
+    runs = _runs()
+    runs[(1, "uiat")] = {**runs[(1, "uiat")], "positions": np.arange(1, 5)}
+    with pytest.raises(ValueError, match="different test images"):
+        stack_runs(runs)
+    runs = _runs()
+    del runs[(2, "uiat")]
+    with pytest.raises(ValueError, match=r"no results for 'uiat' with seed\(s\) \[2\]"):
+        stack_runs(runs)
