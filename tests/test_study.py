@@ -43,7 +43,7 @@ def test_paired_differences_are_per_seed():
     # 25, 25, 25 again on PGD-5 (1 vs 0, 2 vs 1, 1 vs 0 correct).
     assert pgd["difference"] == pytest.approx(25.0)
     markdown = study_markdown(study_table(stack_runs(_runs())), paired, "3 seeds.")
-    assert "| DHAT | 75.0 [" in markdown and "| DHAT - UIAT | clean | +25.0 [+25.0, +25.0] | DHAT better |" in markdown
+    assert "| Method | Clean | PGD-5 |" in markdown and "| DHAT | 75.0 [" in markdown and "| DHAT - UIAT | Clean | +25.0 [+25.0, +25.0] | DHAT better |" in markdown
 
 
 def test_runs_on_different_images_or_missing_seeds_are_refused():

@@ -93,6 +93,13 @@ def study_paired_table(
     return pd.DataFrame(rows)
 
 
+def _header(attack: str) -> str:
+    """``pgd50`` -> ``PGD-50``, ``autoattack`` -> ``AA``, ``clean`` -> ``Clean``."""
+    if attack.startswith("pgd") and attack[3:].isdigit():
+        return f"PGD-{attack[3:]}"
+    return {"autoattack": "AA", "clean": "Clean", "cw": "CW", "fgsm": "FGSM"}.get(attack, attack)
+
+
 def study_markdown(table: pd.DataFrame, paired: pd.DataFrame, description: str) -> str:
     """The study's Markdown: accuracies with intervals over seeds, then the paired differences."""
     lines = ["# Multi-seed study", "", description, ""]
@@ -103,11 +110,11 @@ def study_markdown(table: pd.DataFrame, paired: pd.DataFrame, description: str) 
     pivot = wide.pivot(index="Method", columns="attack", values="cell")
     pivot = pivot.reindex([display_name(m) for m in order_methods(list(dict.fromkeys(table["method"])))])
     columns = list(dict.fromkeys(table["attack"]))
-    lines += ["| Method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += ["| Method | " + " | ".join(_header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
     lines += ["| " + name + " | " + " | ".join(str(row[c]) for c in columns) + " |" for name, row in pivot.iterrows()]
     if not paired.empty:
         lines += ["", "Paired differences (points; per-seed differences on the same images, 95% t-interval):", "",
                   "| comparison | attack | a - b | verdict |", "|---|---|---|---|"]
-        lines += [f"| {r.comparison} | {r.attack} | {r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}] | {r.verdict} |"
+        lines += [f"| {r.comparison} | {_header(r.attack)} | {r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}] | {r.verdict} |"
                   for r in paired.itertuples()]
     return "\n".join([*lines, ""])
