@@ -17,7 +17,7 @@ def registry():
 
 
 def test_every_stage_and_composite_is_registered(registry):
-    assert set(STAGES) | set(COMPOSITES) | {"study", "__default__"} == set(registry)
+    assert set(STAGES) | set(COMPOSITES) | {"study", "study_ablations", "__default__"} == set(registry)
     assert registry["__default__"].nodes == registry["train_eval"].nodes
 
 

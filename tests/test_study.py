@@ -52,6 +52,13 @@ def test_runs_on_different_images_or_missing_seeds_are_refused():
     with pytest.raises(ValueError, match="different test images"):
         stack_runs(runs)
     runs = _runs()
+    for key in runs:  # AutoAttack on a subset: fine while every run has the same subset ...
+        runs[key] = {**runs[key], "autoattack": runs[key]["clean"][:2], "autoattack_positions": np.array([0, 3])}
+    assert stack_runs(runs)["dhat"]["autoattack"].shape == (3, 2)
+    runs[(0, "dhat")] = {**runs[(0, "dhat")], "autoattack_positions": np.array([0, 2])}
+    with pytest.raises(ValueError, match="different test images under 'autoattack'"):
+        stack_runs(runs)
+    runs = _runs()
     del runs[(2, "uiat")]
     with pytest.raises(ValueError, match=r"no results for 'uiat' with seed\(s\) \[2\]"):
         stack_runs(runs)

@@ -72,6 +72,37 @@ def test_same_seed_same_run(method_name):
     assert all(torch.equal(first.last_state[k], second.last_state[k]) for k in first.last_state)
 
 
+class RecordsBatches(TrainingMethod):
+    """Cross-entropy that records each batch's indices and images; ``noise`` draws from the global RNG."""
+
+    name = "records_batches"
+
+    def __init__(self, noise: bool):
+        super().__init__(None)
+        self.noise, self.seen = noise, []
+
+    def objective(self, model, batch):
+        self.seen.append((batch.indices.clone(), batch.x.clone()))
+        if self.noise:
+            torch.rand(5)  # an attack's random start would draw from the global RNG like this
+        logits = model(batch.x)
+        return StepOutput(loss=F.cross_entropy(logits, batch.y), logits=logits)
+
+
+def test_methods_with_the_same_seed_see_the_same_batches_and_crops():
+    """Common random numbers: data order and augmentation do not depend on what a method draws."""
+    train, val = _tiny_sets()
+    quiet, noisy = RecordsBatches(noise=False), RecordsBatches(noise=True)
+    for method in (quiet, noisy):
+        train_model(_model(), method, train, val, _config(epochs=2))
+    assert len(quiet.seen) == len(noisy.seen) == 2 * 3  # 40 images in batches of 16 (16, 16, 8), two epochs
+    for (index_a, x_a), (index_b, x_b) in zip(quiet.seen, noisy.seen, strict=True):
+        assert torch.equal(index_a, index_b) and torch.equal(x_a, x_b)
+    other = RecordsBatches(noise=False)
+    train_model(_model(), other, train, val, _config(epochs=2, seed=1))
+    assert not torch.equal(other.seen[0][0], quiet.seen[0][0])  # another seed, another order
+
+
 def test_step_decay_at_epoch_fractions_and_history_values():
     train, val = _tiny_sets()
     config = _config(epochs=10, lr=0.1, lr_milestones=[0.8, 0.9], val_steps=0, select_on="val_clean")

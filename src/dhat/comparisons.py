@@ -16,10 +16,31 @@ import pandas as pd
 from dhat.intervals import paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name, order_methods
 
-__all__ = ["COMPARED_ATTACKS", "paired_table", "mask_table"]
+__all__ = ["COMPARED_ATTACKS", "POSITIONS_SUFFIX", "attack_names", "is_positions", "positions_of", "paired_table",
+           "mask_table"]
 
 #: Attacks whose paired differences the report shows (where they were run).
 COMPARED_ATTACKS: tuple[str, ...] = ("clean", "pgd50", "autoattack")
+
+
+#: A per-image record holds ``positions`` (test-image indices of its flags) and, for an attack run
+#: on a subset of them (AutoAttack on the CPU default), ``<attack>_positions``.
+POSITIONS_SUFFIX = "_positions"
+
+
+def is_positions(key: str) -> bool:
+    """Whether ``key`` of a per-image record holds test-image indices rather than correctness flags."""
+    return key == "positions" or key.endswith(POSITIONS_SUFFIX)
+
+
+def attack_names(record: Mapping[str, np.ndarray]) -> list[str]:
+    """The attacks (with ``clean``) a per-image record holds flags for."""
+    return [key for key in record if not is_positions(key)]
+
+
+def positions_of(record: Mapping[str, np.ndarray], attack: str) -> np.ndarray:
+    """Test-image indices of ``record[attack]``."""
+    return np.asarray(record.get(f"{attack}{POSITIONS_SUFFIX}", record["positions"]))
 
 
 def paired_table(
@@ -30,18 +51,19 @@ def paired_table(
 ) -> pd.DataFrame:
     """``a - b`` (points) with a 95% paired interval and its verdict, per pair and attack.
 
-    ``per_image[method]`` holds ``positions`` (test-image indices) and one bool array per
-    attack; a pair is compared only on the same images (otherwise it is left out).
+    ``per_image[method]`` holds ``positions`` (test-image indices), one bool array per
+    attack and ``<attack>_positions`` for an attack run on a subset; a pair is compared
+    only on the same images (otherwise that attack is left out).
     """
     rows: list[dict[str, Any]] = []
     for a, b in pairs:
         if a not in per_image or b not in per_image:
             continue
         first, second = per_image[a], per_image[b]
-        if not np.array_equal(first["positions"], second["positions"]):
-            continue
         for attack in attacks:
             if attack not in first or attack not in second:
+                continue
+            if not np.array_equal(positions_of(first, attack), positions_of(second, attack)):
                 continue
             diff = paired_difference(first[attack], second[attack], display_name(a), display_name(b), seed=seed)
             rows.append({

@@ -26,7 +26,7 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
     "train_eval": ("core", "oracle"),  # the paper's core comparison and DHAT's oracle; the CPU default
     "train_eval_paper": ("core", "baselines"),  # every method of the paper's tables 1 and 2
     "train_eval_baselines": ("baselines",),
-    "train_eval_ablations": ("ablations", "floe_variants"),
+    "train_eval_ablations": ("ablations", "mask_variants", "floe_variants"),
     "train_eval_all": GROUPS,
 }
 
@@ -56,5 +56,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "reporting": reporting.create_pipeline(),
         **composites,
         "study": study.create_pipeline(),
+        "study_ablations": study.create_ablation_pipeline(),
         "__default__": composites["train_eval"],
     }

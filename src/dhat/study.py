@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhat.comparisons import attack_names, positions_of
 from dhat.intervals import accuracy_interval, paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name, order_methods
 
@@ -40,16 +41,19 @@ def stack_runs(per_image: Mapping[tuple[int, str], Mapping[str, np.ndarray]]) ->
     """
     methods = sorted({m for _, m in per_image})
     seeds = sorted({s for s, _ in per_image})
-    positions = {tuple(np.asarray(v["positions"]).tolist()) for v in per_image.values()}
-    if len(positions) != 1:
-        raise ValueError("the study's runs were evaluated on different test images; re-run the study's evaluation")
     stacked: dict[str, dict[str, np.ndarray]] = {}
     for method in methods:
         missing = [s for s in seeds if (s, method) not in per_image]
         if missing:
             raise ValueError(f"the study has no results for {method!r} with seed(s) {missing}")
-        attacks = [a for a in per_image[(seeds[0], method)] if a != "positions"]
-        stacked[method] = {a: np.stack([np.asarray(per_image[(s, method)][a]) for s in seeds]) for a in attacks}
+        stacked[method] = {a: np.stack([np.asarray(per_image[(s, method)][a]) for s in seeds])
+                           for a in attack_names(per_image[(seeds[0], method)])}
+    attacks = {a for record in per_image.values() for a in attack_names(record)}
+    for attack in attacks:
+        positions = {tuple(positions_of(v, attack).tolist()) for v in per_image.values() if attack in v}
+        if len(positions) != 1:
+            raise ValueError(f"the study's runs were scored on different test images under {attack!r}; "
+                             "re-run the study's evaluation with one evaluation configuration")
     return stacked
 
 

@@ -133,6 +133,21 @@ def test_constant_model_every_attack_equals_clean_accuracy() -> None:
     assert "per_sample" not in metrics and metrics["pgd50"] == results["pgd50"]
 
 
+def test_autoattack_on_a_subset_scores_those_images_only() -> None:
+    model = ConstantModel(torch.tensor([0.0, 2.0, 1.0, -1.0]))  # always class 1
+    x = torch.rand(9, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([1, 1, 0, 2, 1, 3, 1, 2, 2])
+    config = make_config(autoattack=True, batch_size=4, **AA_REDUCED)
+    results = evaluate_attacks(model, x, y, config, autoattack_indices=torch.tensor([0, 2, 4]))
+    # Images 0, 2, 4 have labels 1, 0, 1: two of three are predicted right, under any attack.
+    assert results["per_sample"]["autoattack"].tolist() == [True, False, True]
+    assert results["autoattack"] == pytest.approx(200 / 3) and results["autoattack_n_images"] == 3
+    # The worst case counts the attacks run on all nine images.
+    assert results["worst_case"] == pytest.approx(100.0 * 4 / 9) and results["per_sample"]["pgd50"].shape == (9,)
+    with pytest.raises(ValueError, match="autoattack_indices"):
+        evaluate_attacks(model, x, y, config, attacks=["autoattack"], autoattack_indices=torch.tensor([9]))
+
+
 # ---------------------------------------------------------------------------
 # Sanity checks
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def fixed_examples(linear_model, monkeypatch):
 def test_dhat_loss_matches_hand_computation(linear_model, fixed_examples, name, l1, l2):
     x, x_adv, x_inv = fixed_examples
     y = torch.tensor([1, 2])
-    method = create_method(name, {"omega": 0.1, "floe": "bounded"})
+    method = create_method(name, {"mask_rule": "absolute", "omega": 0.1, "floe": "bounded"})
     assert (method.params.lambda1, method.params.lambda2) == (l1, l2)
     out = method.objective(linear_model, Batch(x=x, y=y, indices=torch.arange(2), masks=MASKS))
     # Background image: x_inv where the mask is below omega = 0.1 (strictly: 0.1 itself is foreground), zero elsewhere.

@@ -28,9 +28,16 @@ def test_metrics_describe_the_labelled_subset_and_hold_every_attack(params, eval
     metrics = evaluated["metrics"]
     n_eval = params["evaluation"]["n_eval"]
     assert metrics["evaluation"]["n_eval"] == n_eval and metrics["evaluation"]["subset"] is True
-    assert f"a fixed subset of {n_eval} of the 450 test images" in metrics["evaluation"]["description"]
+    n_aa = params["evaluation"]["autoattack_n"]
+    description = metrics["evaluation"]["description"]
+    assert f"a fixed subset of {n_eval} of the 450 test images" in description
+    assert f"on a fixed class-stratified subset of {n_aa} of these images" in description
     best = metrics["best"]
-    assert best["worst_case"] <= min(best[k] for k in ("clean", "fgsm", "pgd5", "cw", "autoattack"))
+    assert best["worst_case"] <= min(best[k] for k in ("clean", "fgsm", "pgd5", "cw"))
+    assert metrics["evaluation"]["autoattack_n"] == best["autoattack_n_images"] == n_aa
+    # AutoAttack's subset is nested in the evaluated images and stratified like them.
+    per_image = evaluated["per_image"]
+    assert set(per_image["autoattack_positions"]) < set(per_image["positions"])
     assert "reduced" in best["autoattack_label"]  # the tiny AutoAttack of the test environment says so
     assert {c["name"] for c in metrics["sanity_checks"]} == {"pgd_beats_fgsm", "accuracy_vanishes_with_eps",
                                                             "white_box_beats_square"}

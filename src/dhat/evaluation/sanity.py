@@ -58,6 +58,8 @@ def sanity_checks(
     needed = ["fgsm", strongest_pgd, "cw"]
     results = dict(results or {})
     per_sample: dict[str, torch.Tensor] = dict(results.get("per_sample", {}))
+    if results.get("autoattack_n_images", images.shape[0]) != images.shape[0]:
+        per_sample.pop("autoattack", None)  # run on a labelled subset: not comparable image by image here
     for name, flags in per_sample.items():
         if flags.shape[0] != images.shape[0]:
             raise ValueError(

@@ -41,6 +41,9 @@ class EvaluationSettings:
     Attributes:
         suite: the attack suite's settings (``evaluation.suite``).
         n_eval: test images attacked (a fixed class-stratified subset); ``None`` = all.
+        autoattack_n: AutoAttack runs on a fixed class-stratified subset of this many of
+            those images (it costs far more than the other attacks); ``None`` = all of
+            them. Every table labels the subset.
         subset_seed: seed of that subset and of the robust-gap training subset.
         robust_gap: see :class:`RobustGapSettings`.
         last_checkpoint_attacks: attacks also run on the last epoch's checkpoint.
@@ -49,7 +52,8 @@ class EvaluationSettings:
     """
 
     suite: AttackSuiteConfig = field(default_factory=AttackSuiteConfig)
-    n_eval: int | None = 200
+    n_eval: int | None = None
+    autoattack_n: int | None = 200
     subset_seed: int = 0
     robust_gap: RobustGapSettings = field(default_factory=RobustGapSettings)
     last_checkpoint_attacks: tuple[str, ...] = ("pgd10", "pgd20", "pgd50")
@@ -67,6 +71,7 @@ class EvaluationSettings:
             values["last_checkpoint_attacks"] = tuple(values["last_checkpoint_attacks"] or ())
         settings = dataclass_from_dict(cls, values, section)
         _positive_or_none(settings.n_eval, f"{section}.n_eval")
+        _positive_or_none(settings.autoattack_n, f"{section}.autoattack_n")
         if not 0.0 <= float(settings.cam_threshold) <= 1.0:
             raise ValueError(f"{section}.cam_threshold must be in [0, 1], got {settings.cam_threshold}")
         if int(settings.attention_examples) < 0:

@@ -89,6 +89,7 @@ def evaluate_attacks(
     labels: torch.Tensor,
     config: AttackSuiteConfig,
     attacks: Sequence[str] | None = None,
+    autoattack_indices: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Accuracy (percent) of ``model`` under each attack of the suite.
 
@@ -98,6 +99,9 @@ def evaluate_attacks(
         config: the suite's settings.
         attacks: names to run among ``fgsm``, ``pgd<k>``, ``cw``, ``autoattack``;
             ``None`` runs ``config.default_attacks()``. Clean accuracy is always measured.
+        autoattack_indices: run AutoAttack on ``images[autoattack_indices]`` only (a
+            fixed, labelled subset: AutoAttack costs far more than the other attacks);
+            ``None`` runs it on every image.
 
     Returns:
         ``clean`` and one key per attack run (accuracy in percent), ``worst_case``
@@ -108,7 +112,10 @@ def evaluate_attacks(
         ``autoattack_reduced`` and ``autoattack_components`` (cumulative robust
         accuracy after each component). ``per_sample`` maps ``clean`` and each
         attack to a bool CPU tensor ``[N]`` of correct predictions (for the sanity
-        checks); :func:`scalar_metrics` drops it for JSON.
+        checks); :func:`scalar_metrics` drops it for JSON. With ``autoattack_indices``,
+        ``per_sample["autoattack"]`` covers those images only (in that order),
+        ``autoattack_n_images`` says how many, and ``worst_case`` counts the attacks run
+        on every image.
     """
     _, images, labels = check_inputs(model, images, labels)
     batch_attacks, run_aa = plan_attacks(config, attacks)
@@ -132,15 +139,23 @@ def evaluate_attacks(
             for name in batch_attacks:
                 correct[name] = torch.cat(parts[name])
         if run_aa:
-            x_adv, info = run_autoattack(model, images, labels, config)
-            correct["autoattack"] = (predict_raw(model, x_adv, config.batch_size).argmax(1) == labels).cpu()
+            aa_images, aa_labels = images, labels
+            if autoattack_indices is not None:
+                autoattack_indices = autoattack_indices.to(images.device)
+                if autoattack_indices.numel() == 0 or int(autoattack_indices.max()) >= n or int(autoattack_indices.min()) < 0:
+                    raise ValueError(f"autoattack_indices must be non-empty indices into the {n} images")
+                aa_images, aa_labels = images[autoattack_indices], labels[autoattack_indices]
+            x_adv, info = run_autoattack(model, aa_images, aa_labels, config)
+            correct["autoattack"] = (predict_raw(model, x_adv, config.batch_size).argmax(1) == aa_labels).cpu()
+            results["autoattack_n_images"] = int(aa_labels.shape[0])
             seconds["autoattack"] = info["seconds"]
             results["autoattack_label"] = info["label"]
             results["autoattack_reduced"] = info["reduced"]
             results["autoattack_components"] = info["components"]
     for name, flags in correct.items():
         results[name] = percent(flags)
-    worst = torch.stack(list(correct.values())).all(dim=0) if n else torch.zeros(0, dtype=torch.bool)
+    full = [flags for flags in correct.values() if flags.shape[0] == n]
+    worst = torch.stack(full).all(dim=0)
     results.update(
         worst_case=percent(worst),
         n_images=n,

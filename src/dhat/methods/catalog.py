@@ -9,7 +9,8 @@ method is, in addition, one module in :mod:`dhat.methods` registering its object
 
 The order is the paper's (table 1): the natural model first as a reference, then
 PGD-AT, TRADES, MART, AWP, FSR, CFA, UIAT, SGLR, DHAT and its combinations, then
-DHAT's ablations (table 4) and the FLOE variants compared in ``docs/floe_variants.md``.
+DHAT's ablations (table 4), the mask rule and FLOE variants compared in ``docs/study_design.md``
+and ``docs/floe_variants.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 #: Groups of methods, each trained by its own composite pipeline (see ``pipeline_registry``).
-GROUPS: tuple[str, ...] = ("core", "oracle", "baselines", "ablations", "floe_variants")
+GROUPS: tuple[str, ...] = ("core", "oracle", "baselines", "ablations", "mask_variants", "floe_variants")
 
 #: Paired comparisons the report draws (a - b on the same test images and seeds), where both were evaluated.
 PAIRED_COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -38,6 +39,8 @@ PAIRED_COMPARISONS: tuple[tuple[str, str], ...] = (
     ("dhat_true_masks", "dhat"),
     ("dhat_true_masks", "uiat"),
     ("uiat", "pgd_at"),
+    ("dhat", "dhat_absolute_mask"),
+    ("dhat", "dhat_floe_reference"),
 )
 
 
@@ -52,7 +55,8 @@ class MethodEntry:
             ``train_eval``), ``oracle`` (DHAT with the data's true foreground masks: what
             DHAT can do with a perfect segmenter; needs data with true masks, trained by
             ``train_eval`` on the embedded default), ``baselines`` (the paper's other methods), ``ablations``
-            (paper table 4), ``floe_variants`` (the FLOE forms compared by measurement).
+            (paper table 4), ``mask_variants`` (DHAT with the paper's absolute mask threshold instead of
+            the default's quantile rule), ``floe_variants`` (the FLOE forms compared by measurement).
     """
 
     namespace: str
@@ -78,6 +82,7 @@ METHOD_CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("dhat_cfa", "DHAT-CFA", "baselines"),
     MethodEntry("dhat_dhlr_only", "DHAT (DHLR only)", "ablations"),
     MethodEntry("dhat_floe_only", "DHAT (FLOE only)", "ablations"),
+    MethodEntry("dhat_absolute_mask", "DHAT (mask omega 0.1)", "mask_variants"),
     MethodEntry("dhat_floe_paper", "DHAT (FLOE eq. 10)", "floe_variants"),
     MethodEntry("dhat_floe_reference", "DHAT (FLOE ref. code)", "floe_variants"),
 )

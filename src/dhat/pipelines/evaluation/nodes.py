@@ -17,6 +17,7 @@ import torch
 from dhat import evaluation as ev
 from dhat.attention import grad_cam
 from dhat.checkpoints import load_classifier
+from dhat.comparisons import POSITIONS_SUFFIX, is_positions
 from dhat.config import resolve_device
 from dhat.data.splits import index_set, stratified_indices, take_subset
 from dhat.evaluation.sections import EvaluationSettings
@@ -29,10 +30,13 @@ logger = logging.getLogger(__name__)
 IN_DISTRIBUTION = "test_in_distribution"
 
 
-def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: str | None) -> str:
+def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: str | None, n_aa: int | None) -> str:
     subset = f"a fixed subset of {n_eval} of the {n_test} test images" if n_eval < n_test else f"all {n_test} test images"
     steps = ", ".join(f"PGD-{k}" for k in sorted(config.pgd_steps))
-    aa = f"; AutoAttack: {aa_label}" if aa_label else ""
+    aa = ""
+    if aa_label:
+        where = f" on a fixed class-stratified subset of {n_aa} of these images" if n_aa and n_aa < n_eval else ""
+        aa = f"; AutoAttack: {aa_label}{where}"
     return (
         f"{subset}; L-inf eps {config.eps * 255:.0f}/255; FGSM, {steps} (step {config.step_size * 255:.0f}/255, "
         f"uniform random start, one run), CW-inf ({config.cw_steps} steps){aa}"
@@ -103,7 +107,8 @@ def evaluate_method(
     Returns the metrics (JSON; every accuracy of the selected checkpoint with a 95% bootstrap
     interval over the test images), the Grad-CAM maps of a few test images for the report's
     figure (``{"indices": int64 [n], "maps": float32 [n, H, W]}``) and the per-image
-    correctness under each attack (``{"positions": int64 [n], "<attack>": bool [n]}``), from
+    correctness under each attack (``{"positions": int64 [n], "<attack>": bool [n]}``, plus
+    ``autoattack_positions`` when AutoAttack ran on a subset), from
     which the report draws paired comparisons between methods.
     """
     settings = EvaluationSettings.from_dict(evaluation)
@@ -119,9 +124,15 @@ def evaluate_method(
     model = load_classifier(model_best, torch_device)
     logger.info("Evaluating %s (selected checkpoint, epoch %s) on %d test images",
                 model_best["metadata"].get("label"), model_best["metadata"].get("epoch"), n_eval)
-    best = ev.evaluate_attacks(model, images, labels, config)
+    # AutoAttack on a nested, class-stratified subset of the evaluated images (the same for every method).
+    n_aa = min(settings.autoattack_n or n_eval, n_eval)
+    aa_local = np.sort(stratified_indices(test_set["labels"][positions], n_aa, seed=settings.subset_seed))
+    best = ev.evaluate_attacks(model, images, labels, config,
+                               autoattack_indices=torch.as_tensor(aa_local) if n_aa < n_eval else None)
     per_image = {"positions": positions.astype(np.int64),
                  **{name: flags.numpy().astype(bool) for name, flags in best["per_sample"].items()}}
+    if "autoattack" in per_image and n_aa < n_eval:
+        per_image[f"autoattack{POSITIONS_SUFFIX}"] = positions[aa_local].astype(np.int64)
     checks = ev.sanity_checks(model, images, labels, config, best)
     train = to_device_set(take_subset(train_set, settings.robust_gap.n, seed=settings.subset_seed), torch_device,
                           name="train_set")
@@ -143,12 +154,13 @@ def evaluate_method(
             "subset": n_eval < n_test,
             "eps": config.eps,
             "autoattack_label": best.get("autoattack_label"),
-            "description": _describe(config, n_eval, n_test, best.get("autoattack_label")),
+            "autoattack_n": best.get("autoattack_n_images"),
+            "description": _describe(config, n_eval, n_test, best.get("autoattack_label"), best.get("autoattack_n_images")),
             "device": str(torch_device),
         },
         "best": ev.scalar_metrics(best),
         "intervals": {name: accuracy_interval(flags, seed=settings.subset_seed).as_dict()
-                      for name, flags in per_image.items() if name != "positions"},
+                      for name, flags in per_image.items() if not is_positions(name)},
         "sanity_checks": checks,
         "robust_gap": gap,
     }

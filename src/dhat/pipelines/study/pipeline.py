@@ -21,11 +21,15 @@ from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
 
 #: Training seeds of the study (one namespace each); the catalog gives each its value.
-STUDY_SEEDS: tuple[int, ...] = (0, 1, 2)
+STUDY_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 #: Catalog groups the study trains.
 STUDY_GROUPS: tuple[str, ...] = ("core", "oracle")
+#: Configurations ``study_ablations`` compares with the study's DHAT on the same seeds: the paper's
+#: absolute mask threshold instead of the quantile rule, and the reference code's FLOE form.
+STUDY_ABLATIONS: tuple[str, ...] = ("dhat_absolute_mask", "dhat_floe_reference")
 
 _SHARED_DATA = {"train_set", "val_set", "test_set", "test_variants", "attention_masks", "dataset_info"}
+_KINDS = ("metrics", "per_image")
 
 
 def _unit_template() -> Pipeline:
@@ -40,19 +44,38 @@ def _unit_template() -> Pipeline:
     return Pipeline([train]) + evaluation_template()
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    methods = namespaces(STUDY_GROUPS)
+def _results(methods: tuple[str, ...]) -> dict[str, str]:
+    """Aggregation inputs: ``seed<k>__<method>__<kind>`` -> the unit's dataset name."""
+    return {f"seed{seed}__{method}__{kind}": f"study_seed{seed}.{method}.{kind}"
+            for seed in STUDY_SEEDS for method in methods for kind in _KINDS}
+
+
+def _units(methods: tuple[str, ...]) -> Pipeline:
+    """One namespace ``study_seed<k>.<method>`` per seed and method."""
     shared_params = TRAINING_PARAMS | EVALUATION_PARAMS
     method_params = {f"params:{m}.method" for m in methods}
     units = Pipeline([])
-    results: dict[str, str] = {}
     for seed in STUDY_SEEDS:
-        replicate = f"study_seed{seed}"
         per_seed = per_method(_unit_template, methods, _SHARED_DATA | {"seed"}, shared_params)
-        units += Pipeline(per_seed, namespace=replicate, inputs=_SHARED_DATA, parameters=shared_params | method_params)
-        for method in methods:
-            for kind in ("metrics", "per_image"):
-                results[f"seed{seed}__{method}__{kind}"] = f"{replicate}.{method}.{kind}"
-    aggregate = Node(aggregate_study, inputs=results, outputs=["study_table", "study_paired_table", "study_report"],
-                     name="aggregate_study", tags=["reporting"])
-    return data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + units + Pipeline([aggregate])
+        units += Pipeline(per_seed, namespace=f"study_seed{seed}", inputs=_SHARED_DATA,
+                          parameters=shared_params | method_params)
+    return units
+
+
+def _aggregate(results: dict[str, str], prefix: str, name: str) -> Node:
+    return Node(aggregate_study, inputs=results,
+                outputs=[f"{prefix}_table", f"{prefix}_paired_table", f"{prefix}_report"], name=name,
+                tags=["reporting"])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Data, masks, every (seed, method) unit of the core comparison and the oracle, the aggregation."""
+    methods = namespaces(STUDY_GROUPS)
+    return (data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + _units(methods)
+            + Pipeline([_aggregate(_results(methods), "study", "aggregate_study")]))
+
+
+def create_ablation_pipeline(**kwargs) -> Pipeline:
+    """:data:`STUDY_ABLATIONS` on the study's seeds, aggregated with the study's DHAT units (run ``study`` first)."""
+    results = _results(STUDY_ABLATIONS) | _results(("dhat",))
+    return _units(STUDY_ABLATIONS) + Pipeline([_aggregate(results, "study_ablations", "aggregate_study_ablations")])
