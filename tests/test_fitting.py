@@ -56,6 +56,17 @@ def test_mask_description_measures_coverage_and_iou_and_warns_when_low(caplog):
     assert "only 6.2% of the training pixels" in caplog.text
 
 
+def test_the_oracle_uses_the_exact_true_background_whatever_the_rule():
+    """A quantile cut would force 60% background on every image; the true masks' background is exact."""
+    wide = np.pad(np.full((1, 3, 3), 255, np.uint8), ((0, 0), (0, 1), (0, 1)))  # 9 of 16 pixels are the digit
+    for rule in ("quantile", "absolute"):
+        settings = create_method("dhat", {"mask_source": "true", "mask_rule": rule}).mask_settings()
+        stats = describe_masks(settings, wide, wide, "dhat_true_masks")
+        assert stats["coverage"] == pytest.approx(7 / 16) and stats["iou_true_background"] == pytest.approx(1.0)
+    gradcam = create_method("dhat", {"mask_rule": "quantile", "background_share": 0.6}).mask_settings()
+    assert (gradcam.rule.rule, gradcam.rule.background_share) == ("quantile", 0.6)
+
+
 def test_method_sections_are_split_and_checked():
     assert split_method_params({"name": "dhat", "params": {"lambda1": 2}}, "s") == ("dhat", {"lambda1": 2}, {})
     with pytest.raises(ValueError, match=r"dhat\.method\.name is missing"):

@@ -33,6 +33,9 @@ from dhat.methods.base import (
 )
 from dhat.methods.uiat import craft_adversarial_and_inverse
 
+#: Threshold that splits the binary true masks (0 = background, 1 = digit) exactly.
+TRUE_MASK_THRESHOLD = 0.5
+
 
 @dataclass
 class DHATParams:
@@ -73,7 +76,14 @@ class DHATParams:
         return self
 
     def mask(self) -> MaskSettings:
-        """The attention maps this configuration uses and its background rule."""
+        """The attention maps this configuration uses and its background rule.
+
+        The true masks are binary, so their background is exact: the pixels outside the
+        digit (absolute threshold 0.5), whatever ``mask_rule`` says. A quantile would cut a
+        fixed share from every image and miss the true background of thin or wide digits.
+        """
+        if self.mask_source == "true":
+            return MaskSettings("true", MaskRule("absolute", TRUE_MASK_THRESHOLD, float(self.background_share)))
         rule = MaskRule(self.mask_rule, float(self.omega), float(self.background_share))  # type: ignore[arg-type]
         return MaskSettings(self.mask_source, rule)
 
