@@ -103,6 +103,17 @@ def test_methods_with_the_same_seed_see_the_same_batches_and_crops():
     assert not torch.equal(other.seen[0][0], quiet.seen[0][0])  # another seed, another order
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_training_learns_and_keeps_fp32_weights(precision):
+    train, val = _tiny_sets()
+    method = create_method("pgd_at", {"attack": {"steps": 2}})
+    result = train_model(_model(), method, train, val, _config(epochs=6, precision=precision, flip=False))
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
+    assert all(t.dtype == torch.float32 for t in result.last_state.values() if t.is_floating_point())
+    assert (method.loss_scaler is not None) == (precision == "fp16")  # fp16 steps through a gradient scaler
+
+
 def test_step_decay_at_epoch_fractions_and_history_values():
     train, val = _tiny_sets()
     config = _config(epochs=10, lr=0.1, lr_milestones=[0.8, 0.9], val_steps=0, select_on="val_clean")

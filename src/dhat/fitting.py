@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import resolve_device
 from dhat.masks import LOW_COVERAGE, mask_statistics
 from dhat.methods import MaskSettings, TrainingMethod, create_method
+from dhat.resume import ResumeSettings, array_digest, fingerprint
 from dhat.tensors import to_device_set
 from dhat.training import TrainingConfig, seed_everything, train_model
 
@@ -105,6 +107,7 @@ def fit(
     training_params: Mapping[str, Any],
     device: str,
     label: str | None = None,
+    state_path: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Train one model and return the selected and last checkpoints and the history table.
 
@@ -118,6 +121,9 @@ def fit(
             (``method_params["training"]`` overrides keys of the latter).
         device: ``auto``, ``cpu`` or ``cuda``.
         label: name in logs and progress bars (default: the method's registry name).
+        state_path: where the resumable training state goes (``training.checkpoint_every``,
+            ``training.resume``); ``None`` trains without one. A rerun with the same
+            configuration and data continues from it (:mod:`dhat.resume`).
 
     Raises:
         ValueError: for invalid parameters, naming the key, or when a method that needs
@@ -143,7 +149,14 @@ def fit(
     seed_everything(config.seed)
     model = build_from_spec(spec)
     logger.info("Training %s (%s) on %s for %d epochs", label, name, torch_device, config.epochs)
-    result = train_model(model, method, train, val, config, description=label)
+    resume = None
+    if state_path is not None:
+        recipe = {k: v for k, v in vars(config).items() if k not in ("progress", "checkpoint_every", "resume")}
+        key = fingerprint(method=method.describe(), training=recipe, model=spec, device=torch_device.type,
+                          data=[array_digest(a) for a in (train_set["images"], train_set["labels"], maps,
+                                                          val_set["images"], val_set["labels"])])
+        resume = ResumeSettings(Path(state_path), key, every=config.checkpoint_every, resume=config.resume)
+    result = train_model(model, method, train, val, config, description=label, resume=resume)
     common = {
         "label": label,
         "method": method.describe(),

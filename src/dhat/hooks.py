@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -37,3 +38,38 @@ class ParameterValidationHook:
         params = catalog.load("parameters")
         validate_parameters(params, stages, sorted(namespaces))
         logger.info("Parameters checked for stages %s and methods %s", sorted(stages), sorted(namespaces) or "-")
+
+
+#: Suffix of the node input that names a training node's resumable state (see the catalog).
+TRAINING_STATE = "training_state"
+
+
+class TrainingStateCleanupHook:
+    """Remove a training node's resumable state once every output of the node is saved.
+
+    Until then the state stays, so a crash between the end of training and the last save
+    is resumed from the end of training instead of retrained.
+    """
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._saved: dict[str, set[str]] = {}
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        self._catalog = catalog
+        self._saved = {}
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        state = next((name for name in node.inputs if name.rsplit(".", 1)[-1] == TRAINING_STATE), None)
+        if state is None or self._catalog is None:
+            return
+        saved = self._saved.setdefault(node.name, set())
+        saved.add(dataset_name)
+        if saved >= set(node.outputs):
+            path = Path(self._catalog.load(state))
+            if path.exists():
+                path.unlink()
+                logger.info("%s: outputs saved; removed the training state %s", node.name, path)
+            del self._saved[node.name]

@@ -6,9 +6,9 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # For example, after creating a hooks.py and defining a ProjectHooks class there, do
 # from dhat.hooks import ProjectHooks
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-from dhat.hooks import ParameterValidationHook  # noqa: E402
+from dhat.hooks import ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
 
-HOOKS = (ParameterValidationHook(),)
+HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

@@ -12,7 +12,6 @@ import logging
 import math
 import random
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,8 @@ from dhat.attacks import batchnorm_mode, pgd
 from dhat.augment import random_crop_flip
 from dhat.config import dataclass_from_dict, parse_pixel_value
 from dhat.methods.base import Batch, EpochContext, TrainingMethod
+from dhat.precision import PRECISIONS, autocast, make_scaler
+from dhat.resume import ResumeSettings, capture_rng, load_state, restore_rng, save_state
 from dhat.tensors import DeviceImageSet
 
 __all__ = ["TrainingConfig", "TrainingResult", "train_model", "seed_everything", "evaluate_clean_and_pgd"]
@@ -43,6 +44,12 @@ class TrainingConfig:
     the two equal); the paper's CIFAR recipe (lr 0.1, 100 epochs, crop padding 4, flips)
     is ``conf/cifar10``. ``lr_milestones`` are fractions of ``epochs``; ``select_on``
     picks the "best" checkpoint on the held-out validation split (never on test data).
+    ``checkpoint_every`` (epochs; 0 = never) and ``resume`` govern the resumable
+    training state (:mod:`dhat.resume`) when the caller gives it a place.
+    ``precision`` (``fp32 | bf16 | fp16``) applies to the training forwards and the
+    attacks crafted during training (:mod:`dhat.precision`); ``channels_last`` and
+    ``compile`` (``torch.compile``) are GPU speed switches, off by default.
+    Validation and evaluation are always fp32.
     """
 
     epochs: int = 20
@@ -62,6 +69,11 @@ class TrainingConfig:
     val_steps: int = 10
     val_batch_size: int = 500
     progress: bool = True
+    checkpoint_every: int = 1
+    resume: bool = True
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
 
     def validate(self, section: str = "training") -> TrainingConfig:
         """Check every field, naming ``section.<field>`` in errors; radii become floats."""
@@ -75,12 +87,15 @@ class TrainingConfig:
             "crop_padding": self.crop_padding >= 0,
             "val_steps": self.val_steps >= 0,
             "val_batch_size": self.val_batch_size >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{section}.{name} has an invalid value {getattr(self, name)!r}")
         if any(not 0 < m <= 1 for m in self.lr_milestones):
             raise ValueError(f"{section}.lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"{section}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.select_on not in SELECTION_METRICS:
             raise ValueError(f"{section}.select_on must be one of {', '.join(SELECTION_METRICS)}, got {self.select_on!r}")
         self.val_eps = parse_pixel_value(self.val_eps, f"{section}.val_eps")
@@ -156,6 +171,91 @@ def _shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> li
     return batches
 
 
+@dataclass
+class _StateParts:
+    """What a resumable training state is made of, besides the history and the best checkpoint."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    method: TrainingMethod
+    data_rng: torch.Generator
+    scaler: torch.amp.GradScaler | None = None
+
+    def capture(self, epochs_done: int, history: list[dict[str, float]], best: tuple[float, int, Any]) -> dict[str, Any]:
+        return {
+            "epoch": epochs_done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "method": self.method.state_dict(),
+            "rng": capture_rng(self.data_rng), "history": history, "best_score": best[0], "best_epoch": best[1],
+            "best_state": best[2], "scaler": None if self.scaler is None else self.scaler.state_dict(),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> tuple[int, list[dict[str, float]], tuple[float, int, Any]]:
+        """Load ``state`` into the parts; returns the epochs done, the history and the best (score, epoch, weights)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.method.load_state_dict(state["method"], self.model)
+        restore_rng(state["rng"], self.data_rng)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        best = (float(state["best_score"]), int(state["best_epoch"]), state["best_state"])
+        return int(state["epoch"]), list(state["history"]), best
+
+
+#: Steps between two reads of the running loss for the progress bar (each read waits for the device).
+PROGRESS_EVERY = 10
+
+
+def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
+    model: nn.Module,
+    method: TrainingMethod,
+    optimizer: torch.optim.Optimizer,
+    train_set: DeviceImageSet,
+    config: TrainingConfig,
+    data_rng: torch.Generator,
+    epoch: int,
+    label: str,
+) -> dict[str, float] | None:
+    """One epoch of optimiser steps; the sample-weighted means of the loss and its parts, and train accuracy.
+
+    The sums stay on the device and are read once at the end of the epoch (and every
+    :data:`PROGRESS_EVERY` steps when the progress bar is shown), so a step never waits
+    for the device. Returns ``None`` when the loss became non-finite during the epoch.
+    """
+    batches = _shuffled_batches(len(train_set), config.batch_size, data_rng)
+    device = train_set.images.device
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(batches, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
+    for step, index in enumerate(bar, start=1):
+        x, masks = random_crop_flip(
+            train_set.float_images(index),
+            train_set.float_masks(index) if method.needs_masks else None,
+            padding=config.crop_padding,
+            flip=config.flip,
+            generator=data_rng,
+        )
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batch = Batch(x=x, y=train_set.labels[index], indices=index, masks=masks, epoch=epoch, num_epochs=config.epochs)
+        with autocast(device, config.precision):
+            output = method.train_step(model, optimizer, batch)
+        size = index.numel()
+        for name, value in {"loss": output.loss, **output.parts}.items():
+            weighted = value.detach().double() * size
+            sums[name] = sums[name] + weighted if name in sums else weighted
+        correct += (output.logits.detach().argmax(1) == batch.y).sum()
+        seen += size
+        if config.progress and step % PROGRESS_EVERY == 0:
+            bar.set_postfix(loss=f"{float(sums['loss']) / seen:.3f}")
+    values = {name: float(total) / max(seen, 1) for name, total in sums.items()}  # the epoch's one read
+    if not math.isfinite(values.get("loss", 0.0)):
+        return None
+    return {**values, "train_acc": 100.0 * int(correct) / max(seen, 1)}
+
+
 def train_model(
     model: nn.Module,
     method: TrainingMethod,
@@ -163,6 +263,7 @@ def train_model(
     val_set: DeviceImageSet,
     config: TrainingConfig,
     description: str | None = None,
+    resume: ResumeSettings | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place with ``method``.
 
@@ -170,6 +271,11 @@ def train_model(
     one optimiser step per batch, then clean and PGD accuracy on ``val_set`` in
     eval mode. The checkpoint with the best ``config.select_on`` is kept, as is
     the last one.
+
+    With ``resume``, the whole training state is written atomically every
+    ``resume.every`` epochs (and after the last), and a state of the same
+    configuration found at the start is continued from its last completed epoch
+    (:mod:`dhat.resume`): the result equals that of an uninterrupted run.
 
     Raises:
         ValueError: when the method needs masks and ``train_set`` has none.
@@ -186,6 +292,8 @@ def train_model(
     # which makes paired comparisons between methods less noisy.
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -197,41 +305,24 @@ def train_model(
     label = description or method.name
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(method.evaluation_model(model))
-    n_train = len(train_set)
     diverged_epoch: int | None = None
-    for epoch in range(config.epochs):
+    scaler = make_scaler(device, config.precision)
+    method.use_loss_scaler(scaler)
+    trained = torch.compile(model) if config.compile else model  # shares the parameters of ``model``
+    parts = _StateParts(model, optimizer, scheduler, method, data_rng, scaler)
+    start_epoch = 0
+    state = load_state(resume, label) if resume is not None else None
+    if state is not None:
+        start_epoch, history, (best_score, best_epoch, best_state) = parts.restore(state)
+        logger.info("%s: resuming after epoch %d of %d from %s", label, start_epoch, config.epochs, resume.path)
+    for epoch in range(start_epoch, config.epochs):
         model.train()
         context = EpochContext(epoch, config.epochs, model, train_set, val_set, history)
         method.on_epoch_start(context)
         started = time.perf_counter()
-        batches = _shuffled_batches(n_train, config.batch_size, data_rng)
-        sums: dict[str, float] = defaultdict(float)
-        correct = seen = 0
-        bar = tqdm(batches, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
-        for index in bar:
-            x, masks = random_crop_flip(
-                train_set.float_images(index),
-                train_set.float_masks(index) if method.needs_masks else None,
-                padding=config.crop_padding,
-                flip=config.flip,
-                generator=data_rng,
-            )
-            batch = Batch(
-                x=x, y=train_set.labels[index], indices=index, masks=masks, epoch=epoch, num_epochs=config.epochs
-            )
-            output = method.train_step(model, optimizer, batch)
-            size = index.numel()
-            loss_value = float(output.loss.detach())
-            if not math.isfinite(loss_value):
-                diverged_epoch = epoch + 1
-                break
-            sums["loss"] += loss_value * size
-            for name, value in output.parts.items():
-                sums[name] += float(value) * size
-            correct += int((output.logits.detach().argmax(1) == batch.y).sum())
-            seen += size
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
-        if diverged_epoch is not None:
+        averages = _train_epoch(trained, method, optimizer, train_set, config, data_rng, epoch, label)
+        if averages is None:
+            diverged_epoch = epoch + 1
             # The weights are no longer finite: keep the best checkpoint so far and stop, loudly.
             logger.error(
                 "%s: the training loss became non-finite in epoch %d; training stopped. The selected checkpoint "
@@ -250,8 +341,7 @@ def train_model(
         row = {
             "epoch": epoch + 1,
             "lr": lr,
-            **{name: total / max(seen, 1) for name, total in sums.items()},
-            "train_acc": 100.0 * correct / max(seen, 1),
+            **averages,
             "val_clean": val_clean,
             "val_pgd10": val_pgd,
             "epoch_seconds": train_seconds,
@@ -266,6 +356,8 @@ def train_model(
             label, epoch + 1, config.epochs, row["loss"], row["train_acc"], val_clean, config.val_steps, val_pgd,
             train_seconds,
         )
+        if resume is not None and resume.every and ((epoch + 1) % resume.every == 0 or epoch + 1 == config.epochs):
+            save_state(resume, parts.capture(epoch + 1, history, (best_score, best_epoch, best_state)))
     return TrainingResult(
         best_state=best_state,
         last_state=_cpu_state(method.evaluation_model(model)),

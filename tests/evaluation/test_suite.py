@@ -151,3 +151,17 @@ def test_autoattack_on_a_subset_scores_those_images_only() -> None:
 # ---------------------------------------------------------------------------
 # Sanity checks
 # ---------------------------------------------------------------------------
+
+
+def test_evaluation_is_fp32_even_inside_a_reduced_precision_region() -> None:
+    """Training may run under bf16 autocast; every reported number is still computed in fp32."""
+    model, x, y = small_cnn_setup()
+    config = make_config(pgd_steps=(3,), cw_steps=2, batch_size=8)
+    reference = evaluate_attacks(model, x, y, config, attacks=["fgsm", "pgd3", "cw"])
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        inside = evaluate_attacks(model, x, y, config, attacks=["fgsm", "pgd3", "cw"])
+        with evaluation_context(model):
+            logits = model(x)
+    assert logits.dtype == torch.float32
+    for name, flags in reference["per_sample"].items():
+        assert torch.equal(flags, inside["per_sample"][name]), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any], **inputs: Any) -
     """Run ``pipeline`` on an in-memory catalog holding ``inputs`` and ``params``; return the catalog."""
     datasets = {name: MemoryDataset(value) for name, value in {**_param_entries(params), **inputs}.items()}
     datasets["parameters"] = MemoryDataset(dict(params))
+    for name in pipeline.inputs():  # where training nodes keep their resumable state: a fresh folder
+        if name.rsplit(".", 1)[-1] == "training_state" and name not in datasets:
+            datasets[name] = MemoryDataset(str(Path(tempfile.mkdtemp(prefix="dhat-state-")) / "training_state.pt"))
     catalog = DataCatalog(datasets)
     for name in pipeline.all_outputs():
         if name not in catalog:

@@ -68,6 +68,8 @@ def test_train_eval_smoke_run_writes_every_output(project):
     assert {"DHAT - UIAT", "DHAT - PGD-AT", "DHAT (true masks) - DHAT"} <= set(paired["comparison"])
     assert ((paired["low"] <= paired["difference"]) & (paired["difference"] <= paired["high"])).all()
     assert "## DHAT's background masks" in report and "## Paired differences" in report
+    # The resumable training states are gone once every training node's outputs were saved.
+    assert not list(project.glob("data/06_models/**/training_state.pt"))
     for method in CORE:
         checkpoint = torch.load(_latest(project / f"data/06_models/{method}/model_best.pt"), weights_only=True)
         assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
@@ -85,6 +87,19 @@ def test_one_namespace_rerun_is_reproducible(project, tmp_path):
         a, b = dict(first[key]), dict(second[key])
         a.pop("seconds", None), b.pop("seconds", None)
         assert a == b, key
+
+
+def test_bf16_training_learns_and_is_evaluated_in_fp32(project, tmp_path):
+    copy = shutil.copytree(project, tmp_path / "copy")
+    _run(copy, pipeline_names=["train_eval"], namespaces=["natural"],
+         params={"training": {"precision": "bf16", "epochs": 4}})
+    history = pd.read_csv(_latest(copy / "data/07_model_output/natural/history.csv"))
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    checkpoint = torch.load(_latest(copy / "data/06_models/natural/model_best.pt"), weights_only=True)
+    assert checkpoint["metadata"]["training"]["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 for t in checkpoint["state_dict"].values() if t.is_floating_point())
+    metrics = json.loads(_latest(copy / "data/07_model_output/natural/metrics.json").read_text())
+    assert metrics["evaluation"]["precision"] == "fp32"
 
 
 def test_reporting_alone_aggregates_what_is_on_disk(project, tmp_path):

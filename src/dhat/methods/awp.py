@@ -135,6 +135,16 @@ class MethodWrapper(TrainingMethod):
     def evaluation_model(self, model: nn.Module) -> nn.Module:
         return self.base.evaluation_model(model)
 
+    def use_loss_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        super().use_loss_scaler(scaler)
+        self.base.use_loss_scaler(scaler)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        self.base.load_state_dict(state.get("base", {}), model)
+
     def describe(self) -> dict[str, Any]:
         """Name, own parameters and the base method's name and complete parameters."""
         description = super().describe()
@@ -239,9 +249,7 @@ class AdversarialWeightPerturbation(MethodWrapper):
                 params[name].add_(v, alpha=gamma)
         try:
             output = self.base.loss_on(model, batch, crafted)
-            optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
-            optimizer.step()
+            self.optimise(optimizer, output.loss)
         finally:
             # Restore even if the step fails, so a caller never sees perturbed weights.
             with torch.no_grad():

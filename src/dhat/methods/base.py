@@ -213,10 +213,26 @@ class TrainingMethod:
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> StepOutput:
         """One optimisation step on ``batch``."""
         output = self.objective(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
+        self.optimise(optimizer, output.loss)
         return output
+
+    #: fp16 training's gradient scaler, set by the training engine (``None``: plain backward and step).
+    loss_scaler: torch.amp.GradScaler | None = None
+
+    def use_loss_scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        """Step through ``scaler`` (fp16 training); wrappers pass it on to the method they wrap."""
+        self.loss_scaler = scaler
+
+    def optimise(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Zero the gradients, backpropagate ``loss`` and step (through :attr:`loss_scaler` when set)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.loss_scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.loss_scaler.scale(loss).backward()
+        self.loss_scaler.step(optimizer)
+        self.loss_scaler.update()
 
     def mask_settings(self) -> MaskSettings | None:
         """Where a mask-needing method's attention maps come from and how they are thresholded.
@@ -241,6 +257,16 @@ class TrainingMethod:
     def evaluation_model(self, model: nn.Module) -> nn.Module:
         """The model that is validated and saved: ``model`` itself, or e.g. a weight average of it."""
         return model
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state at an epoch end (tensors, numbers, ``None``), saved with a resumable run.
+
+        Stateless methods have none; CFA and SGLR override this and :meth:`load_state_dict`.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        """Restore :meth:`state_dict` before the first resumed epoch (``model`` already holds its weights)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (stored in checkpoints and metrics)."""

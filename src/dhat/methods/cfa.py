@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -314,6 +315,25 @@ class ClassWiseCalibratedTraining(MethodWrapper):
     def evaluation_model(self, model: nn.Module) -> nn.Module:
         """The FAWA average (validated and saved by the engine), or ``model`` before its first update."""
         return self.average if self.average is not None else model
+
+    def state_dict(self) -> dict[str, Any]:
+        """Class accuracies of the last epoch, the FAWA average and its update count, and the base's state."""
+        return {
+            **super().state_dict(),
+            "class_accuracy": self.class_accuracy,
+            "average": None if self.average is None else self.average.state_dict(),
+            "fawa_updates": self.fawa_updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        accuracy = state.get("class_accuracy")
+        self.class_accuracy = None if accuracy is None else accuracy.to(next(model.parameters()).device)
+        self.average = None
+        if state.get("average") is not None:
+            self.average = copy.deepcopy(model).eval()
+            self.average.load_state_dict(state["average"])
+        self.fawa_updates = int(state.get("fawa_updates", 0))
 
 
 CFATRADES = register_variant("cfa_trades", ClassWiseCalibratedTraining, CFATRADESParams,

@@ -35,7 +35,9 @@ that schedule sets ``start_epoch: 89``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +120,15 @@ class SGLR(TrainingMethod):
         self.soft_labels = None
         self.initialised = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The soft-label table and which rows of it are in use."""
+        return {"soft_labels": self.soft_labels, "initialised": self.initialised}
+
+    def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
+        device = next(model.parameters()).device
+        self.soft_labels, self.initialised = (None if state.get(k) is None else state[k].to(device)
+                                              for k in ("soft_labels", "initialised"))
+
     def on_epoch_start(self, context: EpochContext) -> None:
         if context.epoch == 0:
             self.reset_state()
@@ -131,7 +142,8 @@ class SGLR(TrainingMethod):
         """
         device = y.device
         indices = indices.to(device)
-        needed = max(self._size_hint, int(indices.max()) + 1 if indices.numel() else 0)
+        # The epoch hook gives the training-set size; reading indices.max() (a host sync) is the fallback.
+        needed = self._size_hint or (int(indices.max()) + 1 if indices.numel() else 0)
         if self.soft_labels is None or self.initialised is None:
             self.soft_labels = torch.zeros(needed, num_classes, device=device)
             self.initialised = torch.zeros(needed, dtype=torch.bool, device=device)
@@ -147,10 +159,11 @@ class SGLR(TrainingMethod):
             extra = needed - self.soft_labels.shape[0]
             self.soft_labels = torch.cat([self.soft_labels, self.soft_labels.new_zeros(extra, num_classes)])
             self.initialised = torch.cat([self.initialised, self.initialised.new_zeros(extra)])
+        # Rows seen for the first time start from the one-hot label (no host sync: a masked write).
         fresh = ~self.initialised[indices]
-        if bool(fresh.any()):
-            self.soft_labels[indices[fresh]] = F.one_hot(y[fresh], num_classes).to(self.soft_labels.dtype)
-            self.initialised[indices[fresh]] = True
+        one_hot = F.one_hot(y, num_classes).to(self.soft_labels.dtype)
+        self.soft_labels[indices] = torch.where(fresh[:, None], one_hot, self.soft_labels[indices])
+        self.initialised[indices] = True
         return self.soft_labels
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:

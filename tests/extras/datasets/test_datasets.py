@@ -16,7 +16,7 @@ import torch
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError, Version
 
-from dhat.extras.datasets import LatestResultsDataset, NpzDataset, TorchCheckpointDataset
+from dhat.extras.datasets import LatestResultsDataset, NpzDataset, PathDataset, TorchCheckpointDataset
 
 V_OLD = "2024-01-01T00.00.00.000Z"
 V_NEW = "2025-06-30T12.00.00.000Z"
@@ -267,6 +267,23 @@ def test_checkpoint_refuses_foreign_pickle(tmp_path: Path) -> None:
     torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module, as some repos do
     with pytest.raises(DatasetError, match="foreign.pt"):
         TorchCheckpointDataset(str(path)).load()
+
+
+def test_a_truncated_checkpoint_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = str(tmp_path / "model_best.pt")
+    TorchCheckpointDataset(path, version=Version(None, V_OLD)).save(_checkpoint(1.0))
+    saved = tmp_path / "model_best.pt" / V_OLD / "model_best.pt"
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])  # a crash in the middle of a copy
+    with pytest.raises(DatasetError, match=rf"model_best\.pt/{V_OLD}/model_best\.pt' cannot be read .*truncated or "
+                                           r"corrupt.*Retrain.*--load-versions"):
+        TorchCheckpointDataset(path, version=Version(None, None)).load()
+
+
+def test_path_dataset_gives_its_file_and_refuses_to_save(tmp_path: Path) -> None:
+    dataset = PathDataset(str(tmp_path / "state.pt"))
+    assert dataset.load() == str(tmp_path / "state.pt")
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save("x")
 
 
 # ---------------------------------------------------------------- LatestResultsDataset

@@ -175,12 +175,16 @@ class SingleFileDataset(AbstractVersionedDataset[Any, Any]):
         hint = f" To create it, {self._produced_by}." if self._produced_by else ""
         return DatasetError(f"{type(self).__name__}: no file at '{where}'.{hint}")
 
-    def _read_bytes(self) -> bytes:
-        """The whole content of the file to load (latest or pinned version)."""
+    def _load_path_str(self) -> str:
+        """The file a load reads (latest or pinned version)."""
         try:
-            load_path = get_filepath_str(self._get_load_path(), self._protocol)
+            return get_filepath_str(self._get_load_path(), self._protocol)
         except VersionNotFoundError as error:
             raise self._missing_error(f"{self._filepath} (no saved version)") from error
+
+    def _read_bytes(self) -> bytes:
+        """The whole content of the file to load (latest or pinned version)."""
+        load_path = self._load_path_str()
         if not self._fs.exists(load_path):
             raise self._missing_error(load_path)
         # Reading into memory gives the parsers a seekable buffer on any file system.

@@ -106,7 +106,15 @@ class TorchCheckpointDataset(SingleFileDataset):
     def load(self) -> dict[str, Any]:
         """Read the checkpoint on CPU with the restricted (weights-only) unpickler."""
         buffer = io.BytesIO(self._read_bytes())
-        checkpoint = torch.load(buffer, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(buffer, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - truncated zip, bad pickle: the same advice
+            raise DatasetError(
+                f"TorchCheckpointDataset: '{self._load_path_str()}' cannot be read ({type(error).__name__}); the "
+                "file is truncated or corrupt. Retrain the method (kedro run --pipelines=train_eval_all "
+                "--namespaces=<method>), or load an older version with "
+                "--load-versions=<method>.<model_best|model_last>:<version folder beside this one>"
+            ) from None
         if not isinstance(checkpoint, dict) or set(checkpoint) != _REQUIRED_KEYS:
             raise DatasetError(
                 f"TorchCheckpointDataset: '{self._filepath}' does not hold a "

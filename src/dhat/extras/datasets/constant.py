@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-__all__ = ["ConstantDataset"]
+__all__ = ["ConstantDataset", "PathDataset"]
 
 _CASTS = {"int": int, "float": float, "str": str}
 
@@ -42,3 +42,28 @@ class ConstantDataset(AbstractDataset[None, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"value": self._value}
+
+
+class PathDataset(AbstractDataset[None, str]):
+    """Loads its ``filepath`` (made absolute by Kedro, like every catalog path) as a string; refuses to save.
+
+    For files a node manages itself, such as the resumable training state that the
+    training node writes during training and that is removed once its outputs are saved::
+
+        "{method}.training_state":
+          type: dhat.extras.datasets.PathDataset
+          filepath: data/06_models/{method}/training_state.pt
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = str(filepath)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        return self._filepath
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("PathDataset is read-only: it names a file that a node writes itself")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}

@@ -157,6 +157,7 @@ def evaluate_method(
             "autoattack_n": best.get("autoattack_n_images"),
             "description": _describe(config, n_eval, n_test, best.get("autoattack_label"), best.get("autoattack_n_images")),
             "device": str(torch_device),
+            "precision": "fp32",  # evaluation_context: autocast off, fp32 weights and inputs, whatever training used
         },
         "best": ev.scalar_metrics(best),
         "intervals": {name: accuracy_interval(flags, seed=settings.subset_seed).as_dict()

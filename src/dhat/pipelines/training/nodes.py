@@ -19,9 +19,14 @@ def train_method(
     model: dict[str, Any],
     training: dict[str, Any],
     device: str,
+    training_state: str,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Train the namespace's method (``params:<namespace>.method``) with the shared recipe.
 
+    ``training_state`` is the file of the resumable training state (beside the method's
+    models): a rerun after a crash continues from its last completed epoch, and
+    :class:`dhat.hooks.TrainingStateCleanupHook` removes it once the outputs are saved.
     Returns the checkpoint selected on the validation split, the last one and the history.
     """
-    return fit(train_set, val_set, attention_masks, dataset_info, method, model, training, device)
+    return fit(train_set, val_set, attention_masks, dataset_info, method, model, training, device,
+               state_path=training_state)

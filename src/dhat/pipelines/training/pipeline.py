@@ -14,7 +14,7 @@ SHARED_INPUTS = {"train_set", "val_set", "attention_masks", "dataset_info"}
 SHARED_PARAMS = {"params:model", "params:training", "params:device"}
 #: Inputs of the training node, in the order of :func:`train_method`'s arguments.
 TRAINING_INPUTS = ["train_set", "val_set", "attention_masks", "dataset_info", "params:method", "params:model",
-                   "params:training", "params:device"]
+                   "params:training", "params:device", "training_state"]
 
 
 def training_template() -> Pipeline:

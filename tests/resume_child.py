@@ -1,0 +1,73 @@
+"""A training run in its own process, for the crash-and-resume tests (``python -m tests.resume_child``).
+
+Arguments: ``METHOD STATE_PATH OUT_PATH [--kill-after N] [--lr LR]``. Trains ``METHOD`` for
+four epochs on tiny random data with :func:`dhat.fitting.fit`, its resumable state at
+``STATE_PATH``; with ``--kill-after N`` the process sends itself SIGKILL right after the
+state of epoch ``N`` is written (a crash: no cleanup, no ``finally``). Otherwise it saves
+the final weights and history to ``OUT_PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+
+import numpy as np
+import torch
+
+import dhat.training
+from dhat.fitting import fit
+
+EPOCHS = 4
+METHODS = {
+    "pgd_at": {"name": "pgd_at", "params": {"attack": {"steps": 2}}},
+    "cfa": {"name": "cfa", "params": {"ccm_start_epoch": 1, "fawa_threshold": 0.0}},
+    "sglr": {"name": "sglr", "params": {"attack": {"steps": 2}, "start_fraction": 0.25}},
+}
+
+
+def tiny_data() -> tuple[dict, dict, dict]:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    images = rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+    images[..., 0] = (labels * 100)[:, None, None]  # a learnable cue
+    info = {"num_classes": 3, "image_shape": [8, 8, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+    return {"images": images[:48], "labels": labels[:48]}, {"images": images[48:], "labels": labels[48:]}, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("method", choices=sorted(METHODS))
+    parser.add_argument("state")
+    parser.add_argument("out")
+    parser.add_argument("--kill-after", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=0.05)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO)
+    if args.kill_after is not None:
+        original = dhat.training.save_state
+
+        def save_then_crash(settings, state):
+            original(settings, state)
+            if state["epoch"] == args.kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        dhat.training.save_state = save_then_crash
+    train, val, info = tiny_data()
+    method = METHODS[args.method]
+    training = {"epochs": EPOCHS, "batch_size": 16, "lr": args.lr, "val_steps": 2, "progress": False,
+                "crop_padding": 1}
+    if args.method == "cfa":
+        # CFA's averaged model is what is validated: its validation uses the configured attack.
+        method["params"]["base"] = {"attack": {"steps": 2}}
+    best, last, history = fit(train, val, None, info, method, {"name": "small_cnn", "width": 4}, training, "cpu",
+                              state_path=args.state)
+    torch.save({"best": best["state_dict"], "last": last["state_dict"], "history": history.drop(
+        columns=[c for c in history.columns if c.endswith("seconds")]).to_dict("list")}, args.out)
+
+
+if __name__ == "__main__":
+    main()
