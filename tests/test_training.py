@@ -114,6 +114,21 @@ def test_reduced_precision_training_learns_and_keeps_fp32_weights(precision):
     assert (method.loss_scaler is not None) == (precision == "fp16")  # fp16 steps through a gradient scaler
 
 
+def test_compile_trains_the_compiled_module_and_saves_the_plain_weights(monkeypatch):
+    """``training.compile``: steps go through ``torch.compile``'s module; checkpoints keep the model's own keys."""
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model  # the wiring is under test here, not the compiler (which needs a C++ toolchain on CPU)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train, val = _tiny_sets()
+    model = _model()
+    result = train_model(model, create_method("natural"), train, val, _config(epochs=1, compile=True))
+    assert compiled == [model] and set(result.last_state) == set(model.state_dict())
+
+
 def test_step_decay_at_epoch_fractions_and_history_values():
     train, val = _tiny_sets()
     config = _config(epochs=10, lr=0.1, lr_milestones=[0.8, 0.9], val_steps=0, select_on="val_clean")

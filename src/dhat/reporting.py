@@ -161,8 +161,10 @@ def _paired_lines(paired: pd.DataFrame | None) -> list[str]:
     return [
         "## Paired differences (same test images)",
         "",
-        "Accuracy of a minus b in points with a 95% interval (" + ", ".join(sorted(set(paired["interval"]))) + ", "
-        "resampling the same images for both methods). An interval containing 0 is no detectable difference. "
+        "Accuracy of a minus b in points with a 95% interval ("
+        + "; ".join(f"{attack}: {method}" for attack, method in
+                    paired.drop_duplicates("attack")[["attack", "interval"]].itertuples(index=False))
+        + "; the same images resampled for both methods). An interval containing 0 is no detectable difference. "
         "All rows: `data/08_reporting/paired_differences.csv`.",
         "",
         _markdown_table(shown, ["comparison", "attack", "a - b (points)", "verdict"]),

@@ -14,7 +14,8 @@ from tests.pipelines.memory import run_pipeline
 def trained(params, ingested, masks):
     catalog = run_pipeline(training.create_pipeline(methods=["pgd_at"]), params, attention_masks=masks["attention_masks"],
                            **ingested)
-    return {name: catalog.load(f"pgd_at.{name}") for name in ("model_best", "model_last", "history")}
+    trained = {name: catalog.load(f"pgd_at.{name}") for name in ("model_best", "model_last", "history")}
+    return {**trained, "state": catalog.load("pgd_at.training_state")}
 
 
 def test_namespace_trains_its_own_method_with_the_shared_recipe(params, trained):
@@ -25,6 +26,14 @@ def test_namespace_trains_its_own_method_with_the_shared_recipe(params, trained)
     # The selected epoch is the one with the best validation PGD accuracy (first one on ties).
     assert best["best_epoch"] == int(history.loc[history["val_pgd10"].idxmax(), "epoch"])
     assert last["epoch"] == params["training"]["epochs"]
+
+
+def test_the_node_leaves_its_resumable_state_for_the_session_hook_to_remove(params, trained):
+    """Without a session (no hooks) the state of the last epoch stays where the catalog put it."""
+    state = torch.load(trained["state"], weights_only=True)
+    assert state["epoch"] == params["training"]["epochs"] and len(state["history"]) == state["epoch"]
+    for name, tensor in trained["model_last"]["state_dict"].items():
+        torch.testing.assert_close(tensor, state["model"][name])
 
 
 def test_checkpoints_rebuild_the_trained_weights(trained, ingested):

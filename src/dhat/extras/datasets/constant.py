@@ -25,26 +25,29 @@ _CASTS = {"int": int, "float": float, "str": str}
 class ConstantDataset(AbstractDataset[None, Any]):
     """Loads ``value`` converted with ``cast``; refuses to save."""
 
+    #: Why saving is refused (subclasses say what their value is).
+    read_only_reason = "its value is written in the catalog"
+
     def __init__(self, value: Any, cast: Literal["int", "float", "str"] = "str", metadata: dict[str, Any] | None = None):
         if cast not in _CASTS:
-            raise DatasetError(f"ConstantDataset: 'cast' must be one of {sorted(_CASTS)}, got {cast!r}")
+            raise DatasetError(f"{type(self).__name__}: 'cast' must be one of {sorted(_CASTS)}, got {cast!r}")
         try:
             self._value = _CASTS[cast](value)
         except (TypeError, ValueError) as error:
-            raise DatasetError(f"ConstantDataset: cannot read {value!r} as {cast}") from error
+            raise DatasetError(f"{type(self).__name__}: cannot read {value!r} as {cast}") from error
         self.metadata = metadata
 
     def load(self) -> Any:
         return self._value
 
     def save(self, data: Any) -> None:
-        raise DatasetError("ConstantDataset is read-only: its value is written in the catalog")
+        raise DatasetError(f"{type(self).__name__} is read-only: {self.read_only_reason}")
 
     def _describe(self) -> dict[str, Any]:
         return {"value": self._value}
 
 
-class PathDataset(AbstractDataset[None, str]):
+class PathDataset(ConstantDataset):
     """Loads its ``filepath`` (made absolute by Kedro, like every catalog path) as a string; refuses to save.
 
     For files a node manages itself, such as the resumable training state that the
@@ -55,15 +58,7 @@ class PathDataset(AbstractDataset[None, str]):
           filepath: data/06_models/{method}/training_state.pt
     """
 
+    read_only_reason = "it names a file that a node writes itself"
+
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
-        self._filepath = str(filepath)
-        self.metadata = metadata
-
-    def load(self) -> str:
-        return self._filepath
-
-    def save(self, data: Any) -> None:
-        raise DatasetError("PathDataset is read-only: it names a file that a node writes itself")
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath}
+        super().__init__(str(filepath), "str", metadata)
