@@ -62,7 +62,7 @@ class TrainingStateCleanupHook:
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
-        state = next((name for name in node.inputs if name.rsplit(".", 1)[-1] == TRAINING_STATE), None)
+        state = next((name for name in node.inputs if name.endswith(TRAINING_STATE)), None)
         if state is None or self._catalog is None:
             return
         saved = self._saved.setdefault(node.name, set())

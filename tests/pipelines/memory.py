@@ -46,7 +46,7 @@ def run_pipeline(pipeline: Pipeline, params: Mapping[str, Any], **inputs: Any) -
     datasets = {name: MemoryDataset(value) for name, value in {**_param_entries(params), **inputs}.items()}
     datasets["parameters"] = MemoryDataset(dict(params))
     for name in pipeline.inputs():  # where training nodes keep their resumable state: a fresh folder
-        if name.rsplit(".", 1)[-1] == "training_state" and name not in datasets:
+        if name.endswith("training_state") and name not in datasets:
             datasets[name] = MemoryDataset(str(Path(tempfile.mkdtemp(prefix="dhat-state-")) / "training_state.pt"))
     catalog = DataCatalog(datasets)
     for name in pipeline.all_outputs():

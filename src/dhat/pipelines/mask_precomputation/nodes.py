@@ -30,8 +30,12 @@ def train_mask_model(
     dataset_info: dict[str, Any],
     mask_model: dict[str, Any],
     device: str,
+    training_state: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train the natural reference model (``mask_model`` parameters) whose Grad-CAM gives the masks."""
+    """Train the natural reference model (``mask_model`` parameters) whose Grad-CAM gives the masks.
+
+    Resumable like every training node: ``training_state`` is the state file beside the model.
+    """
     best, _last, history = fit(
         train_set,
         val_set,
@@ -42,6 +46,7 @@ def train_mask_model(
         training_params=mask_model["training"],
         device=device,
         label="mask_model",
+        state_path=training_state,
     )
     return best, history
 

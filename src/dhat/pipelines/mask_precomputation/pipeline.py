@@ -10,7 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_mask_model,
-                inputs=["train_set", "val_set", "dataset_info", "params:mask_model", "params:device"],
+                inputs=["train_set", "val_set", "dataset_info", "params:mask_model", "params:device",
+                        "mask_model_training_state"],
                 outputs=["mask_model", "mask_model_history"],
                 name="train_mask_model",
                 tags=["mask_precomputation"],
