@@ -108,8 +108,9 @@ def benchmark_methods(  # noqa: PLR0913 - one keyword per benchmark knob
             _synchronize(torch_device)
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - started)
-                peak = _peak_bytes(torch_device)
-                peaks[name] = peak if peaks[name] is None or peak is None else max(peaks[name], peak)
+                peak = _peak_bytes(torch_device)  # None on CPU
+                if peak is not None:
+                    peaks[name] = max(peaks[name] or 0, peak)
     return {name: StepTiming(statistics.median(values), peaks[name]) for name, values in times.items()}
 
 

@@ -17,7 +17,7 @@ import torch
 from dhat import evaluation as ev
 from dhat.attention import grad_cam
 from dhat.checkpoints import load_classifier
-from dhat.comparisons import POSITIONS_SUFFIX, is_positions
+from dhat.comparisons import POSITIONS_SUFFIX, attack_names
 from dhat.config import resolve_device
 from dhat.data.splits import index_set, stratified_indices, take_subset
 from dhat.evaluation.sections import EvaluationSettings
@@ -160,8 +160,8 @@ def evaluate_method(
             "precision": "fp32",  # evaluation_context: autocast off, fp32 weights and inputs, whatever training used
         },
         "best": ev.scalar_metrics(best),
-        "intervals": {name: accuracy_interval(flags, seed=settings.subset_seed).as_dict()
-                      for name, flags in per_image.items() if not is_positions(name)},
+        "intervals": {name: accuracy_interval(per_image[name], seed=settings.subset_seed).as_dict()
+                      for name in attack_names(per_image)},
         "sanity_checks": checks,
         "robust_gap": gap,
     }
