@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["parse_pixel_value", "check_non_negative", "dataclass_from_dict", "resolve_device"]
+__all__ = ["parse_pixel_value", "check_non_negative", "dataclass_from_dict", "resolve_device", "device_label"]
 
 T = TypeVar("T")
 
@@ -72,3 +72,10 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asked for CUDA but none is available; use device: auto or cpu")
     return resolved
+
+
+def device_label(device: torch.device) -> str:
+    """What ran the work, for tables of timings: the GPU's name, or the CPU with its thread count."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {torch.get_num_threads()} threads"

@@ -20,7 +20,7 @@ import torch
 
 from dhat.attention import dequantize_masks
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
-from dhat.config import resolve_device
+from dhat.config import device_label, resolve_device
 from dhat.masks import LOW_COVERAGE, mask_statistics
 from dhat.methods import MaskSettings, TrainingMethod, create_method
 from dhat.resume import ResumeSettings, array_digest, fingerprint
@@ -159,6 +159,7 @@ def fit(
     result = train_model(model, method, train, val, config, description=label, resume=resume)
     common = {
         "label": label,
+        "device": device_label(torch_device),
         "method": method.describe(),
         "training": dict(vars(config)),
         "best_epoch": result.best_epoch,

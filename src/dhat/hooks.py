@@ -32,9 +32,11 @@ class ParameterValidationHook:
         for node in pipeline.nodes:
             node_stages = set(node.tags) & set(STAGES)
             stages |= node_stages
-            if node.namespace and node_stages & _PER_METHOD_STAGES:
-                # "dhat" or, in the study, "study_seed1.dhat": the last part names the method's section.
-                namespaces.add(node.namespace.rsplit(".", 1)[-1])
+            if node_stages & _PER_METHOD_STAGES:
+                # The method's section is the parameter the node reads as "<section>.method": "dhat" for
+                # the namespace dhat, for study_seed1.dhat, and for a sensitivity unit that varies dhat.
+                namespaces |= {name.removeprefix("params:").removesuffix(".method") for name in node.inputs
+                               if name.startswith("params:") and name.endswith(".method")}
         params = catalog.load("parameters")
         validate_parameters(params, stages, sorted(namespaces))
         logger.info("Parameters checked for stages %s and methods %s", sorted(stages), sorted(namespaces) or "-")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "PairedDifference", "accuracy_interval", "paired_difference", "NO_DIFFERENCE"]
+__all__ = ["Interval", "PairedDifference", "accuracy_interval", "mean_interval", "paired_difference", "NO_DIFFERENCE"]
 
 NO_DIFFERENCE = "no detectable difference"
 
@@ -122,6 +122,20 @@ def accuracy_interval(correct: np.ndarray, *, alpha: float = 0.05, n_boot: int =
     _check(alpha, n_boot)
     runs = _as_runs(correct, "correct")
     return _interval(runs.mean(axis=1) * 100.0, runs, alpha, n_boot, seed)
+
+
+def mean_interval(values: np.ndarray, *, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> Interval:
+    """Mean of a per-image measurement (an IoU, a share; any real values) with its percentile-bootstrap interval.
+
+    Same resampling as :func:`accuracy_interval` for one run, in the values' own unit (not percent).
+    """
+    _check(alpha, n_boot)
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.shape[0] == 0 or not np.isfinite(array).all():
+        raise ValueError(f"values must be a non-empty 1-D array of finite numbers, got shape {array.shape}")
+    low, high = _bootstrap(array, alpha, n_boot, seed)
+    n = int(array.shape[0])
+    return Interval(float(array.mean()), low, high, f"bootstrap over {n} images", n, 1)
 
 
 def paired_difference(

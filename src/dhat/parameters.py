@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dhat.analysis.settings import AnalysisSettings
 from dhat.config import resolve_device
 from dhat.data.registry import check_source
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
@@ -21,7 +22,7 @@ from dhat.training import TrainingConfig
 __all__ = ["STAGES", "validate_parameters"]
 
 #: The stages a node can belong to (its Kedro tag); the hook reads them from the pipeline.
-STAGES = ("data_ingestion", "mask_precomputation", "training", "evaluation", "transfer", "reporting")
+STAGES = ("data_ingestion", "mask_precomputation", "training", "evaluation", "analysis", "transfer", "reporting")
 
 
 def _validate_model(model: Mapping[str, Any] | None, section: str) -> None:
@@ -79,5 +80,7 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         _validate_method(params, namespace)
     if "evaluation" in stages:
         EvaluationSettings.from_dict(params.get("evaluation"))
+    if "analysis" in stages:
+        AnalysisSettings.from_dict(params.get("analysis"))
     if "transfer" in stages:
         TransferSettings.from_dict(params.get("transfer"))

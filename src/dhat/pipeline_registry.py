@@ -12,10 +12,13 @@ from kedro.pipeline import Pipeline
 
 from dhat.methods.catalog import GROUPS, namespaces
 from dhat.pipelines import (
+    analysis,
     data_ingestion,
     evaluation,
     mask_precomputation,
+    mask_sources,
     reporting,
+    sensitivity,
     study,
     training,
     transfer,
@@ -32,15 +35,17 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
 
 
 def train_eval(methods: tuple[str, ...]) -> Pipeline:
-    """Data -> masks -> training and evaluation of ``methods`` -> transfer attacks -> report."""
+    """Data -> masks -> training, evaluation and analyses of ``methods`` -> transfer attacks -> report."""
     done = [f"{m}.metrics" for m in methods]
+    analysed = [f"{m}.{kind}" for m in methods for kind in ("attention_shift", "robustness_vs_eps")]
     return (
         data_ingestion.create_pipeline()
         + mask_precomputation.create_pipeline()
         + training.create_pipeline(methods=methods)
         + evaluation.create_pipeline(methods=methods)
+        + analysis.create_pipeline(methods=methods)
         + transfer.create_pipeline(after=done)
-        + reporting.create_pipeline(after=done + ["transfer_table"])
+        + reporting.create_pipeline(after=done + analysed + ["transfer_table"])
     )
 
 
@@ -52,10 +57,13 @@ def register_pipelines() -> dict[str, Pipeline]:
         "mask_precomputation": mask_precomputation.create_pipeline(),
         "training": training.create_pipeline(),
         "evaluation": evaluation.create_pipeline(),
+        "analysis": analysis.create_pipeline() + analysis.create_figures_pipeline(),
         "transfer": transfer.create_pipeline(),
         "reporting": reporting.create_pipeline(),
         **composites,
         "study": study.create_pipeline(),
         "study_ablations": study.create_ablation_pipeline(),
+        "sensitivity": sensitivity.create_pipeline(),
+        "mask_sources": mask_sources.create_pipeline(),
         "__default__": composites["train_eval"],
     }

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from dhat.methods.catalog import display_name, order_methods  # noqa: E402
 
 __all__ = [
+    "markdown_table",
     "robustness_table",
     "last_checkpoint_table",
     "bias_table",
@@ -132,7 +133,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str]) -> str:
     present = [c for c in columns if c in frame.columns]
     lines = ["| " + " | ".join(present) + " |", "|" + "---|" * len(present)]
     for _, row in frame.iterrows():
@@ -167,7 +168,7 @@ def _paired_lines(paired: pd.DataFrame | None) -> list[str]:
         + "; the same images resampled for both methods). An interval containing 0 is no detectable difference. "
         "All rows: `data/08_reporting/paired_differences.csv`.",
         "",
-        _markdown_table(shown, ["comparison", "attack", "a - b (points)", "verdict"]),
+        markdown_table(shown, ["comparison", "attack", "a - b (points)", "verdict"]),
         "",
     ]
 
@@ -182,7 +183,7 @@ def _mask_lines(masks: pd.DataFrame | None) -> list[str]:
         "background with the true background. Below 20 % the background image is mostly black and DHAT "
         "degenerates towards UIAT.",
         "",
-        _markdown_table(masks, ["Method", "source", "rule", "threshold", "coverage", "iou_true_background"]),
+        markdown_table(masks, ["Method", "source", "rule", "threshold", "coverage", "iou_true_background"]),
         "",
     ]
 
@@ -218,7 +219,7 @@ def markdown_report(
         "",
         "## Robust accuracy (%) of the selected checkpoints (paper table 1 form)",
         "",
-        _markdown_table(_with_intervals(table, headers), ["Method", *headers, "Robust Gap", "Bg Shift", "best_epoch",
+        markdown_table(_with_intervals(table, headers), ["Method", *headers, "Robust Gap", "Bg Shift", "best_epoch",
                                                           "sanity", "notes"]),
         "",
     ]
@@ -233,7 +234,7 @@ def markdown_report(
     lines += [
         "## Selected vs last checkpoint",
         "",
-        _markdown_table(last_checkpoint_table(metrics), ["Method", "Clean (best)", "PGD-10 (best)", "Clean (last)", "PGD-10 (last)", "PGD-50 (last)"]),
+        markdown_table(last_checkpoint_table(metrics), ["Method", "Clean (best)", "PGD-10 (best)", "Clean (last)", "PGD-10 (last)", "PGD-50 (last)"]),
         "",
     ]
     if not bias.empty:
@@ -247,7 +248,7 @@ def markdown_report(
             "share of Grad-CAM mass on the digit (random-background test images). All columns: "
             "`data/08_reporting/background_bias.csv`.",
             "",
-            _markdown_table(short, ["Method", *BIAS_COLUMNS.values()]),
+            markdown_table(short, ["Method", *BIAS_COLUMNS.values()]),
             "",
         ]
     if mask_quality:
@@ -276,7 +277,7 @@ def markdown_report(
         transfer = transfer.assign(source=transfer["source"].where(transfer["attack"] != "clean", "(none)"))
         pivot = transfer.pivot_table(index=["source", "attack"], columns="target", values="accuracy").reset_index()
         pivot.columns = [str(c) for c in pivot.columns]
-        lines += ["## Transfer attacks (accuracy % of the target model)", "", _markdown_table(pivot, list(pivot.columns)), ""]
+        lines += ["## Transfer attacks (accuracy % of the target model)", "", markdown_table(pivot, list(pivot.columns)), ""]
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figure_names] + [""]
     return "\n".join(lines)
 

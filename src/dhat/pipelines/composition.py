@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
@@ -45,3 +47,24 @@ def node_after(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="One or more dataset names contain")
         return Pipeline([Node(func, inputs=[*inputs, *(after or [])], outputs=outputs, name=name, tags=tags)])
+
+
+def configured_section(section: str) -> Mapping[str, Any]:
+    """The parameter ``section`` of ``conf/base`` merged with the ``KEDRO_ENV`` environment, read when
+    the pipelines are built.
+
+    For the few lists that decide a pipeline's *shape* (one namespace per value, such as the
+    sensitivity grid): Kedro builds pipelines before it loads the run's parameters, so these
+    lists come from the configuration files, not from ``--params``. ``{}`` when the project's
+    configuration folder is not found (the caller falls back to its defaults).
+    """
+    from kedro.framework.project import settings  # noqa: PLC0415 - the project settings exist once Kedro has started
+
+    conf = Path.cwd() / settings.CONF_SOURCE
+    if not conf.is_dir():
+        return {}
+    args = {"base_env": "base", "default_run_env": "local", **settings.CONFIG_LOADER_ARGS}
+    with warnings.catch_warnings():  # Kedro's loader calls a deprecated OmegaConf API; not ours to fix
+        warnings.filterwarnings("ignore", message="register_new_resolver")
+        loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=os.environ.get("KEDRO_ENV"), **args)
+        return loader["parameters"].get(section) or {}

@@ -89,6 +89,7 @@ def _checkpoint_facts(checkpoint: dict[str, Any]) -> dict[str, Any]:
         "selected_on": meta.get("selected_on"),
         "diverged_epoch": meta.get("diverged_epoch"),
         "weights": meta.get("weights", "trained model"),
+        "device": meta.get("device", "unknown"),
     }
 
 

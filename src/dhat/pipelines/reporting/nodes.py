@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 
 from dhat import reporting
+from dhat.analysis import sections
 from dhat.comparisons import mask_table, paired_table
 from dhat.methods.catalog import order_methods
 
 logger = logging.getLogger(__name__)
 
 
-def build_report(
+def build_report(  # noqa: PLR0913, PLR0917 - one argument per catalog input
     evaluated_metrics: dict[str, dict[str, Any]],
     attention_examples: dict[str, dict[str, np.ndarray]],
     per_image: dict[str, dict[str, np.ndarray]],
@@ -26,11 +27,18 @@ def build_report(
     test_set: dict[str, np.ndarray],
     dataset_info: dict[str, Any],
     params: dict[str, Any],
+    attention_shift_table: pd.DataFrame,
+    robustness_vs_eps_table: pd.DataFrame,
+    compute_cost_table: pd.DataFrame,
+    sensitivity_results: dict[str, pd.DataFrame],
+    mask_source_results: dict[str, pd.DataFrame],
     *upstream: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, plt.Figure, plt.Figure]:
     """Build the report from the latest metrics of each method found on disk.
 
-    ``upstream`` only orders this node after the evaluations of the same run.
+    The analysis tables come from this run's figure nodes; the sensitivity and mask-source
+    tables from their own pipelines' latest runs, when there are any. ``upstream`` only
+    orders this node after the evaluations of the same run.
     """
     metrics = {m: v for m, v in evaluated_metrics.items() if "best" in v}
     histories = {m: h for m, h in training_histories.items() if m in metrics}
@@ -41,6 +49,14 @@ def build_report(
     paired = paired_table({m: v for m, v in per_image.items() if m in metrics})
     markdown = reporting.markdown_report(metrics, table, bias, mask_quality.get("mask_model"), transfer, dataset_info,
                                          paired=paired, masks=mask_table(metrics))
+    analyses = [
+        *sections.attention_shift_lines(attention_shift_table),
+        *sections.robustness_vs_eps_lines(robustness_vs_eps_table),
+        *sections.compute_cost_lines(compute_cost_table),
+        *sections.sensitivity_lines(sensitivity_results),
+        *sections.mask_source_lines(mask_source_results),
+    ]
+    markdown = markdown.rstrip("\n") + "\n\n" + "\n".join(analyses) if analyses else markdown
     curves = reporting.learning_curves_figure(histories)
     examples = {m: v for m, v in attention_examples.items() if m in metrics and len(v.get("indices", ()))}
     # Every method's maps are of the same test images (the evaluation's fixed subset).

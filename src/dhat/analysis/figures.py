@@ -1,0 +1,99 @@
+"""Figures of the analysis outputs: attention under +-eps, robustness against the radius, sensitivity.
+
+Each function takes the long table its analysis writes (with a ``method`` column where
+several methods are drawn) and returns a matplotlib figure with labelled axes, units
+and a legend; shaded bands and error bars are the tables' 95% intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from dhat.analysis.attention_shift import iou_quantities
+from dhat.methods.catalog import display_name, order_methods
+
+__all__ = ["ATTACK_NAMES", "attention_shift_figure", "robustness_vs_eps_figure", "sensitivity_figure"]
+
+_IOU_TITLES = {
+    "iou_clean_attention": "IoU with the clean image's attention region",
+    "iou_clean_background": "IoU with the clean image's background",
+    "iou_true_foreground": "IoU with the true object (digit)",
+    "iou_true_background": "IoU with the true background",
+}
+#: Display names of the attacks in figures and tables.
+ATTACK_NAMES = {"clean": "clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd50": "PGD-50",
+                 "cw": "CW-inf"}
+
+
+def _methods(table: pd.DataFrame) -> list[str]:
+    return order_methods(list(dict.fromkeys(table["method"])))
+
+
+def _band(ax: plt.Axes, x: np.ndarray, rows: pd.DataFrame, value: str, label: str) -> None:
+    line = ax.plot(x, rows[value], marker="o", markersize=3, label=label)[0]
+    ax.fill_between(x, rows["low"], rows["high"], color=line.get_color(), alpha=0.15, linewidth=0)
+
+
+def attention_shift_figure(table: pd.DataFrame, attention_share: float | None = None) -> plt.Figure:
+    """One panel per IoU reference and one for accuracy, against the signed radius; a line per method."""
+    quantities = [*iou_quantities(table), "accuracy"]
+    fig, axes = plt.subplots(1, len(quantities), figsize=(4.2 * len(quantities), 3.6), squeeze=False)
+    for ax, quantity in zip(axes[0], quantities, strict=True):
+        for method in _methods(table):
+            rows = table[(table["method"] == method) & (table["quantity"] == quantity)].sort_values("radius_255")
+            _band(ax, rows["radius_255"].to_numpy(), rows, "estimate", display_name(method))
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(_IOU_TITLES.get(quantity, "accuracy on these examples (%)"), fontsize=9)
+        ax.set_xlabel("radius (/255); < 0 inverse adversarial, > 0 adversarial", fontsize=8)
+        ax.set_ylabel("IoU" if quantity != "accuracy" else "accuracy (%)")
+        if quantity != "accuracy":
+            ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    region = f"the {attention_share:.0%} most attended pixels" if attention_share else "the most attended pixels"
+    fig.suptitle(f"Grad-CAM attention region ({region}) under inverse and adversarial perturbations", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_vs_eps_figure(table: pd.DataFrame) -> plt.Figure:
+    """One panel per attack: accuracy (%) against the radius (/255), a line per method; clean at radius 0."""
+    attacks = [a for a in dict.fromkeys(table["attack"]) if a != "clean"]
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.0 * len(attacks), 3.6), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks, strict=True):
+        for method in _methods(table):
+            mine = table[table["method"] == method]
+            rows = pd.concat([mine[mine["attack"] == "clean"], mine[mine["attack"] == attack]]).sort_values("radius_255")
+            _band(ax, rows["radius_255"].to_numpy(), rows, "accuracy", display_name(method))
+        ax.set_title(ATTACK_NAMES.get(attack, attack))
+        ax.set_xlabel("L-inf radius (/255)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[str], default: float | None) -> plt.Figure:
+    """Accuracy (%) against one parameter's values: clean and each attack, with 95% interval error bars."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    ordered = table.sort_values("value")
+    for attack in ["clean", *attacks]:
+        rows = ordered[ordered["attack"] == attack]
+        x = rows["value"].to_numpy(dtype=float)
+        y = rows["accuracy"].to_numpy(dtype=float)
+        err = np.vstack([y - rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float) - y])
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, label=ATTACK_NAMES.get(attack, attack))
+    if default is not None:
+        ax.axvline(float(default), color="grey", linestyle=":", linewidth=1, label="default")
+    ax.set_xlabel(parameter)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"DHAT sensitivity to {parameter}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,95 @@
+"""Nodes of the ``analysis`` pipeline: per method (attention under +-eps, robustness against the radius),
+then one node per figure over every analysed method, and the compute-cost table.
+
+Every number: the selected checkpoint, eval mode, fp32, on the test split (or a fixed,
+class-stratified subset of it, stated in the tables' ``n_images``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from dhat.analysis import AnalysisSettings, attention_shift, compute_cost_table, robustness_vs_eps
+from dhat.analysis.figures import attention_shift_figure, robustness_vs_eps_figure
+from dhat.checkpoints import load_classifier
+from dhat.config import resolve_device
+from dhat.data.splits import index_set, stratified_indices
+from dhat.methods.catalog import order_methods
+from dhat.tensors import to_device_set
+
+logger = logging.getLogger(__name__)
+
+
+def _test_subset(test_set: dict[str, np.ndarray], n_images: int | None, seed: int, device: Any):
+    n_test = len(test_set["labels"])
+    positions = stratified_indices(test_set["labels"], min(n_images or n_test, n_test), seed=seed)
+    return to_device_set(index_set(test_set, positions), device, name="test_set")
+
+
+def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],
+                            device: str) -> pd.DataFrame:
+    """IoU of the method's Grad-CAM region with the clean and true regions at every signed radius."""
+    settings = AnalysisSettings.from_dict(analysis)
+    config = settings.attention_shift
+    torch_device = resolve_device(device)
+    test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
+    model = load_classifier(model_best, torch_device)
+    truth = None if test.masks is None else test.masks >= 128
+    return attention_shift(model, test.float_images(), test.labels, config, truth, progress=settings.progress)
+
+
+def analyse_robustness_vs_eps(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],
+                              device: str) -> pd.DataFrame:
+    """Accuracy under FGSM, PGD and CW at every radius of ``analysis.robustness_vs_eps``."""
+    config = AnalysisSettings.from_dict(analysis).robustness_vs_eps
+    torch_device = resolve_device(device)
+    test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
+    model = load_classifier(model_best, torch_device)
+    return robustness_vs_eps(model, test.float_images(), test.labels, config)
+
+
+def _stack(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One table with a ``method`` column: the namespace each result was found under."""
+    frames = [results[m].drop(columns="method", errors="ignore").assign(method=m) for m in order_methods(list(results))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _empty_figure(message: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 1.5))
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    return fig
+
+
+def draw_attention_shift(attention_shift_results: dict[str, pd.DataFrame], analysis: dict[str, Any],
+                         *upstream: Any) -> tuple[pd.DataFrame, plt.Figure]:
+    """Every analysed method's attention-shift table stacked, and its figure (``upstream`` only orders the node)."""
+    table = _stack(attention_shift_results)
+    if table.empty:
+        return table, _empty_figure("no attention-shift results yet: run kedro run --pipelines=train_eval")
+    share = AnalysisSettings.from_dict(analysis).attention_shift.attention_share
+    return table, attention_shift_figure(table, share)
+
+
+def draw_robustness_vs_eps(robustness_vs_eps_results: dict[str, pd.DataFrame],
+                           *upstream: Any) -> tuple[pd.DataFrame, plt.Figure]:
+    """Every analysed method's robustness-vs-radius table stacked, and its figure (``upstream`` only orders it)."""
+    table = _stack(robustness_vs_eps_results)
+    if table.empty:
+        return table, _empty_figure("no robustness-vs-radius results yet: run kedro run --pipelines=train_eval")
+    return table, robustness_vs_eps_figure(table)
+
+
+def tabulate_compute_cost(training_histories: dict[str, pd.DataFrame],
+                          evaluated_metrics: dict[str, dict[str, Any]], *upstream: Any) -> pd.DataFrame:
+    """Seconds per training epoch of every evaluated method and the ratio to PGD-AT (paper table 3)."""
+    methods = order_methods([m for m in training_histories if "best" in evaluated_metrics.get(m, {})])
+    devices = {m: evaluated_metrics[m].get("checkpoint", {}).get("device", "unknown") for m in methods}
+    table = compute_cost_table({m: training_histories[m] for m in methods}, devices)
+    logger.info("Compute cost over %d method(s)", len(table))
+    return table

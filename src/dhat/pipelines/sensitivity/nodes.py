@@ -1,0 +1,62 @@
+"""Nodes of the ``sensitivity`` pipeline: one training run per grid value, a light evaluation, one figure per parameter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from dhat.analysis.figures import sensitivity_figure
+from dhat.checkpoints import load_classifier
+from dhat.config import resolve_device
+from dhat.evaluation.sections import EvaluationSettings
+from dhat.pipelines.training.nodes import train_method
+from dhat.pipelines.training.pipeline import TRAINING_INPUTS
+from dhat.sweeps import SensitivitySettings, grid_value, score, sensitivity_table, with_method_params
+from dhat.tensors import to_device_set
+
+logger = logging.getLogger(__name__)
+
+
+def train_grid_point(grid_point: str, sensitivity: dict[str, Any], *inputs: Any):
+    """:func:`~dhat.pipelines.training.nodes.train_method` with one grid value (``"lambda1=0p5"``) and the sweep's seed."""
+    settings = SensitivitySettings.from_dict(sensitivity)
+    parameter, value = grid_value(settings, grid_point)
+    values = list(inputs)
+    method, training = TRAINING_INPUTS.index("params:method"), TRAINING_INPUTS.index("params:training")
+    values[method] = with_method_params(values[method], **{parameter: value})
+    values[training] = {**values[training], "seed": settings.seed}
+    logger.info("Sensitivity: %s with %s = %g (seed %d)", settings.method, parameter, value, settings.seed)
+    return train_method(*values)
+
+
+def evaluate_grid_point(grid_point: str, sensitivity: dict[str, Any], model_best: dict[str, Any],
+                        test_set: dict[str, np.ndarray], evaluation: dict[str, Any], device: str) -> dict[str, Any]:
+    """Clean and the sweep's attacks on every test image, with intervals and per-image flags."""
+    settings = SensitivitySettings.from_dict(sensitivity)
+    parameter, value = grid_value(settings, grid_point)
+    suite = EvaluationSettings.from_dict(evaluation).suite
+    torch_device = resolve_device(device)
+    test = to_device_set(test_set, torch_device, name="test_set")
+    result = score(load_classifier(model_best, torch_device), test.float_images(), test.labels, suite,
+                   settings.attacks)
+    return {"parameter": parameter, "value": value, "seed": settings.seed, **result}
+
+
+def summarise_sensitivity(**unit_metrics: dict[str, Any]) -> pd.DataFrame:
+    """Every run of the grid in one long table (``data/08_reporting/sensitivity/sensitivity.csv``)."""
+    return sensitivity_table(list(unit_metrics.values()))
+
+
+def draw_sensitivity(sensitivity: dict[str, Any], method: dict[str, Any],
+                     **unit_metrics: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure]:
+    """One parameter's table and figure: clean and robust accuracy against its values (default marked)."""
+    settings = SensitivitySettings.from_dict(sensitivity)
+    table = sensitivity_table(list(unit_metrics.values()))
+    parameter = str(table["parameter"].iloc[0])
+    default = (method.get("params") or {}).get(parameter)
+    default_value = float(default) if isinstance(default, int | float) else None
+    return table, sensitivity_figure(table, parameter, settings.attacks, default_value)

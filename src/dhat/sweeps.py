@@ -1,0 +1,207 @@
+"""Parameter sweeps of one method: the sensitivity grid (paper figures 4, 5) and the mask sources (table 8).
+
+Both train a method several times, changing one thing per run, and score every run the
+same light way (clean and a few attacks on the whole test split, 95% bootstrap
+intervals). The settings' defaults equal ``conf/base`` (a test keeps them equal); the
+Kedro pipelines make one namespace per grid value or source from these lists.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dhat.config import dataclass_from_dict
+from dhat.evaluation.config import AttackSuiteConfig
+from dhat.evaluation.suite import evaluate_attacks
+from dhat.intervals import accuracy_interval, paired_difference
+
+__all__ = [
+    "SensitivitySettings",
+    "MaskSourceSettings",
+    "value_token",
+    "grid_value",
+    "with_method_params",
+    "score",
+    "sensitivity_table",
+    "mask_source_table",
+]
+
+_SWEEP_ATTACKS = ("fgsm", "pgd10", "pgd20", "pgd50", "cw")
+
+
+def _check_attacks(attacks: Sequence[str], section: str) -> tuple[str, ...]:
+    unknown = [a for a in attacks if a not in _SWEEP_ATTACKS]
+    if unknown or not attacks:
+        raise ValueError(f"{section}.attacks must be a non-empty list among {', '.join(_SWEEP_ATTACKS)}, got {list(attacks)}")
+    return tuple(dict.fromkeys(attacks))
+
+
+def _default_grid() -> dict[str, tuple[float, ...]]:
+    return {"lambda1": (0.0, 0.5, 1.0, 2.0, 4.0), "lambda2": (0.0, 0.5, 1.0, 2.0, 4.0),
+            "background_share": (0.2, 0.4, 0.6, 0.8)}
+
+
+@dataclass(frozen=True)
+class SensitivitySettings:
+    """``sensitivity``: which method's hyper-parameters vary, over which values.
+
+    Attributes:
+        method: the method namespace whose ``<method>.method.params`` are varied.
+        seed: training seed of every run (the same batches and initial weights for all values).
+        grid: ``{parameter: values}``; each value is one training run with the other
+            parameters at the method's configured values. The mask threshold is
+            ``background_share`` for the quantile rule (``omega`` for the absolute one).
+        attacks: attacks scored besides clean accuracy.
+    """
+
+    method: str = "dhat"
+    seed: int = 0
+    grid: Mapping[str, tuple[float, ...]] = field(default_factory=_default_grid)
+    attacks: tuple[str, ...] = ("pgd20", "cw")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> SensitivitySettings:
+        values = dict(params or {})
+        grid = values.get("grid", _default_grid())
+        if not isinstance(grid, Mapping) or not grid:
+            raise ValueError("sensitivity.grid must map parameter names to lists of values, e.g. lambda1: [0.5, 1, 2]")
+        checked = {}
+        for name, grid_values in grid.items():
+            if not isinstance(grid_values, Sequence) or isinstance(grid_values, str) or not grid_values:
+                raise ValueError(f"sensitivity.grid.{name} must be a non-empty list of numbers")
+            numbers = tuple(float(v) for v in grid_values)
+            if len({value_token(v) for v in numbers}) != len(numbers):
+                raise ValueError(f"sensitivity.grid.{name} repeats a value: {list(grid_values)}")
+            checked[str(name)] = numbers
+        values["grid"] = checked
+        values["attacks"] = _check_attacks(tuple(values.get("attacks", cls.attacks)), "sensitivity")
+        return dataclass_from_dict(cls, values, "sensitivity")
+
+
+@dataclass(frozen=True)
+class MaskSourceSettings:
+    """``mask_sources``: the attention sources DHAT is trained with (paper table 8).
+
+    Attributes:
+        method: the method namespace trained with each source (a mask-needing method).
+        seed: training seed of every run.
+        sources: names among :data:`dhat.attributions.ATTRIBUTIONS` and ``true`` (the data's
+            foreground masks, where it has them).
+        options: per-source options (``integrated_gradients: {n_steps: 32}``).
+        batch_size: images per attribution pass.
+        attacks: attacks scored besides clean accuracy.
+    """
+
+    method: str = "dhat"
+    seed: int = 0
+    sources: tuple[str, ...] = ("gradcam", "captum_gradcam", "integrated_gradients", "true")
+    options: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: {"integrated_gradients": {"n_steps": 32, "baseline": "black"}})
+    batch_size: int = 256
+    attacks: tuple[str, ...] = ("pgd20", "cw")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> MaskSourceSettings:
+        from dhat.attributions import ATTRIBUTIONS  # noqa: PLC0415 - captum loads only where sources are used
+
+        values = dict(params or {})
+        values["sources"] = tuple(values.get("sources", cls.sources))
+        for source in values["sources"]:
+            if source != "true":
+                ATTRIBUTIONS.get(source)  # names mask_sources.sources and the choices
+        if len(set(values["sources"])) != len(values["sources"]) or not values["sources"]:
+            raise ValueError(f"mask_sources.sources must list distinct sources, got {list(values['sources'])}")
+        values["attacks"] = _check_attacks(tuple(values.get("attacks", cls.attacks)), "mask_sources")
+        settings = dataclass_from_dict(cls, values, "mask_sources")
+        unused = sorted(set(settings.options) - set(settings.sources))
+        if unused:
+            raise ValueError(f"mask_sources.options names source(s) {unused} that are not in mask_sources.sources")
+        return settings
+
+
+def value_token(value: float) -> str:
+    """A grid value as a namespace-safe token: ``0.5 -> "0p5"``, ``4.0 -> "4"``, ``-1e-05 -> "m1em05"``."""
+    if not math.isfinite(value):
+        raise ValueError(f"grid values must be finite numbers, got {value}")
+    return f"{value:g}".replace("-", "m").replace(".", "p").replace("+", "")
+
+
+def grid_value(settings: SensitivitySettings, grid_point: str) -> tuple[str, float]:
+    """``"lambda1=0p5"`` -> ``("lambda1", 0.5)``, checked against the run's grid."""
+    parameter, _, token = grid_point.partition("=")
+    values = settings.grid.get(parameter, ())
+    for value in values:
+        if value_token(value) == token:
+            return parameter, value
+    raise ValueError(
+        f"the pipeline has a run for {parameter}={token}, but sensitivity.grid.{parameter} is {list(values)}: the "
+        "pipeline is built from conf/base (and the KEDRO_ENV environment) when Kedro starts, so change the grid "
+        "in conf/ (not with --params) and set KEDRO_ENV to the --env you run"
+    )
+
+
+def with_method_params(method: Mapping[str, Any], **params: Any) -> dict[str, Any]:
+    """A copy of a ``<namespace>.method`` section with ``params`` overridden."""
+    section = copy.deepcopy(dict(method))
+    section["params"] = {**(section.get("params") or {}), **params}
+    return section
+
+
+def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: AttackSuiteConfig,
+          attacks: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """Clean and ``attacks`` accuracy (percent) with 95% bootstrap intervals and the per-image flags.
+
+    Returns ``{"accuracy": {attack: {estimate, low, high, ...}}, "correct": {attack: [0/1, ...]},
+    "n_images": n}`` (JSON-ready).
+    """
+    pgd = sorted({int(a[3:]) for a in attacks if a.startswith("pgd")}) or [10]
+    config = AttackSuiteConfig(**{**vars(suite), "pgd_steps": tuple(pgd), "autoattack": False})
+    results = evaluate_attacks(model, images, labels, config, attacks=list(attacks))
+    flags = {name: results["per_sample"][name].numpy() for name in ("clean", *attacks)}
+    return {
+        "accuracy": {name: accuracy_interval(f, seed=seed).as_dict() for name, f in flags.items()},
+        "correct": {name: f.astype(int).tolist() for name, f in flags.items()},
+        "n_images": int(images.shape[0]),
+    }
+
+
+def sensitivity_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Long table ``parameter, value, attack, accuracy, low, high, n_images`` from the runs' metrics."""
+    rows = [
+        {"parameter": r["parameter"], "value": float(r["value"]), "attack": attack, "accuracy": a["estimate"],
+         "low": a["low"], "high": a["high"], "n_images": r["n_images"]}
+        for r in records for attack, a in r["accuracy"].items()
+    ]
+    columns = ["parameter", "value", "attack", "accuracy", "low", "high", "n_images"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["parameter", "value"], kind="stable", ignore_index=True)
+
+
+def mask_source_table(records: Sequence[Mapping[str, Any]], reference: str = "gradcam") -> pd.DataFrame:
+    """One row per source: mask coverage and IoU, map seconds, accuracy with intervals per attack and,
+    where ``reference`` ran too, the paired difference to it on the same images (points, 95% interval)."""
+    by_source = {r["source"]: r for r in records}
+    base = by_source.get(reference)
+    rows = []
+    for source, record in by_source.items():
+        masks = record.get("masks") or {}
+        row: dict[str, Any] = {"source": source, "coverage": masks.get("coverage"),
+                               "iou_true_background": masks.get("iou_true_background"),
+                               "map_seconds": record["map_seconds"], "n_images": record["n_images"]}
+        for attack, a in record["accuracy"].items():
+            row |= {attack: a["estimate"], f"{attack} low": a["low"], f"{attack} high": a["high"]}
+            if base is not None and source != reference:
+                diff = paired_difference(np.asarray(record["correct"][attack]), np.asarray(base["correct"][attack]),
+                                         source, reference).interval
+                row |= {f"{attack} - {reference}": diff.estimate, f"{attack} - {reference} low": diff.low,
+                        f"{attack} - {reference} high": diff.high}
+        rows.append(row)
+    return pd.DataFrame(rows)
