@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dhat.intervals import NO_DIFFERENCE, accuracy_interval, paired_difference
+from dhat.intervals import NO_DIFFERENCE, accuracy_interval, mean_interval, paired_difference
 
 
 def test_bootstrap_interval_equals_an_explicit_loop_with_the_same_draws():
@@ -83,3 +83,18 @@ def test_bad_inputs_are_named_and_results_are_reproducible():
         accuracy_interval(np.ones((2, 2, 2), bool))
     x = np.random.default_rng(1).random(100) < 0.3
     assert accuracy_interval(x, seed=5) == accuracy_interval(x, seed=5)
+
+
+def test_mean_interval_of_real_values_equals_an_explicit_bootstrap_loop():
+    values = np.array([0.2, 0.9, 0.4, 0.4, 1.0, 0.0, 0.75])
+    interval = mean_interval(values, n_boot=500, seed=3)
+    rng = np.random.default_rng(3)
+    draws = rng.integers(0, values.size, size=(500, values.size))
+    means = [values[row].mean() for row in draws]
+    assert interval.estimate == pytest.approx(values.mean())
+    assert (interval.low, interval.high) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])))
+    assert interval.n_images == 7 and interval.method == "bootstrap over 7 images"
+    assert mean_interval(np.full(5, 0.3)).format(2) == "0.30 [0.30, 0.30]"
+    for bad in (np.array([]), np.array([[0.1]]), np.array([0.1, np.nan])):
+        with pytest.raises(ValueError, match="values must be"):
+            mean_interval(bad)

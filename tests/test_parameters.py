@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
+from dhat.analysis import AnalysisSettings
 from dhat.evaluation import AttackSuiteConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
+from dhat.sweeps import MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
 from tests.pipelines.memory import load_parameters
 
@@ -29,6 +31,9 @@ def _as_plain(value):
         ("evaluation.suite", AttackSuiteConfig.from_dict, AttackSuiteConfig()),
         ("evaluation", EvaluationSettings.from_dict, EvaluationSettings()),
         ("transfer", TransferSettings.from_dict, TransferSettings()),
+        ("analysis", AnalysisSettings.from_dict, AnalysisSettings()),
+        ("sensitivity", SensitivitySettings.from_dict, SensitivitySettings()),
+        ("mask_sources", MaskSourceSettings.from_dict, MaskSourceSettings()),
     ],
 )
 def test_base_yaml_restates_the_dataclass_defaults(section, build, default):

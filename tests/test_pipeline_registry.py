@@ -17,7 +17,8 @@ def registry():
 
 
 def test_every_stage_and_composite_is_registered(registry):
-    assert set(STAGES) | set(COMPOSITES) | {"study", "study_ablations", "__default__"} == set(registry)
+    extra = {"study", "study_ablations", "sensitivity", "mask_sources", "__default__"}
+    assert set(STAGES) | set(COMPOSITES) | extra == set(registry)
     assert registry["__default__"].nodes == registry["train_eval"].nodes
 
 
@@ -25,8 +26,10 @@ def test_every_stage_and_composite_is_registered(registry):
 def test_composites_train_the_methods_of_their_catalog_groups(registry, name):
     trained = {n.namespace for n in registry[name].nodes if "training" in n.tags}
     assert trained == set(namespaces(COMPOSITES[name]))
+    assert {n.namespace for n in registry[name].nodes if "analysis" in n.tags} == trained
     assert {n.name for n in registry[name].nodes if not n.namespace} == {
-        "ingest_data", "train_mask_model", "compute_attention_masks", "transfer_attacks", "build_report"}
+        "ingest_data", "train_mask_model", "compute_attention_masks", "transfer_attacks", "draw_attention_shift",
+        "draw_robustness_vs_eps", "tabulate_compute_cost", "build_report"}
 
 
 def test_train_eval_is_the_core_comparison_and_all_covers_every_group(registry):
@@ -56,3 +59,32 @@ def test_study_runs_every_core_method_per_seed_with_the_seed_from_its_namespace(
     assert trained == {f"study_seed{s}.{m}" for s in STUDY_SEEDS for m in namespaces(STUDY_GROUPS)}
     train = next(n for n in registry["study"].nodes if n.name == "study_seed1.dhat.train")
     assert "study_seed1.seed" in train.inputs and "params:dhat.method" in train.inputs
+
+
+def test_sensitivity_and_mask_source_namespaces_come_from_the_yaml_lists(registry):
+    from dhat.sweeps import MaskSourceSettings, SensitivitySettings, value_token
+    from tests.pipelines.memory import load_parameters
+
+    base = load_parameters("base")
+    grid = SensitivitySettings.from_dict(base["sensitivity"]).grid
+    trained = {n.namespace for n in registry["sensitivity"].nodes if "training" in n.tags}
+    assert trained == {f"sensitivity__{p}__{value_token(v)}" for p, values in grid.items() for v in values}
+    assert len(trained) == sum(len(v) for v in grid.values())
+    train = next(n for n in registry["sensitivity"].nodes if n.name == "sensitivity__lambda1__0p5.train")
+    assert "params:dhat.method" in train.inputs and "sensitivity__lambda1__0p5.grid_point" in train.inputs
+    figures = {n.name for n in registry["sensitivity"].nodes if n.name.startswith("draw_sensitivity_")}
+    assert figures == {f"draw_sensitivity_{p}" for p in grid}
+    sources = MaskSourceSettings.from_dict(base["mask_sources"]).sources
+    assert {n.namespace for n in registry["mask_sources"].nodes if "training" in n.tags} == {
+        f"mask_source__{s}" for s in sources}
+
+
+def test_the_kedro_env_environment_changes_the_grid(monkeypatch):
+    from dhat.pipelines.composition import configured_section
+
+    assert configured_section("sensitivity")["grid"]["lambda1"] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    grid = configured_section("sensitivity")["grid"]
+    assert grid["lambda1"] == [0.0, 1.0] and grid["lambda2"] == [1.0]  # soft merge keeps base's other keys
+    monkeypatch.chdir("/")
+    assert configured_section("sensitivity") == {}

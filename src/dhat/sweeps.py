@@ -58,8 +58,9 @@ class SensitivitySettings:
         method: the method namespace whose ``<method>.method.params`` are varied.
         seed: training seed of every run (the same batches and initial weights for all values).
         grid: ``{parameter: values}``; each value is one training run with the other
-            parameters at the method's configured values. The mask threshold is
-            ``background_share`` for the quantile rule (``omega`` for the absolute one).
+            parameters at the method's configured values; ``[]`` leaves a parameter out.
+            The mask threshold is ``background_share`` for the quantile rule (``omega`` for
+            the absolute one).
         attacks: attacks scored besides clean accuracy.
     """
 
@@ -76,12 +77,16 @@ class SensitivitySettings:
             raise ValueError("sensitivity.grid must map parameter names to lists of values, e.g. lambda1: [0.5, 1, 2]")
         checked = {}
         for name, grid_values in grid.items():
-            if not isinstance(grid_values, Sequence) or isinstance(grid_values, str) or not grid_values:
-                raise ValueError(f"sensitivity.grid.{name} must be a non-empty list of numbers")
+            if grid_values is None or (isinstance(grid_values, Sequence) and not grid_values):
+                continue  # an environment switches a parameter of conf/base off with [] (soft merge keeps keys)
+            if not isinstance(grid_values, Sequence) or isinstance(grid_values, str):
+                raise ValueError(f"sensitivity.grid.{name} must be a list of numbers (or [] to leave it out)")
             numbers = tuple(float(v) for v in grid_values)
             if len({value_token(v) for v in numbers}) != len(numbers):
                 raise ValueError(f"sensitivity.grid.{name} repeats a value: {list(grid_values)}")
             checked[str(name)] = numbers
+        if not checked:
+            raise ValueError("sensitivity.grid leaves out every parameter; give at least one a list of values")
         values["grid"] = checked
         values["attacks"] = _check_attacks(tuple(values.get("attacks", cls.attacks)), "sensitivity")
         return dataclass_from_dict(cls, values, "sensitivity")

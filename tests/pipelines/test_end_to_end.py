@@ -68,6 +68,18 @@ def test_train_eval_smoke_run_writes_every_output(project):
     assert {"DHAT - UIAT", "DHAT - PGD-AT", "DHAT (true masks) - DHAT"} <= set(paired["comparison"])
     assert ((paired["low"] <= paired["difference"]) & (paired["difference"] <= paired["high"])).all()
     assert "## DHAT's background masks" in report and "## Paired differences" in report
+    # The analyses of every method: attention under +-eps, robustness against the radius, training cost.
+    attention = pd.read_csv(reporting / "attention_shift.csv")
+    assert set(attention["method"]) == set(CORE) and sorted(set(attention["radius_255"])) == [-8, -4, 0, 4, 8]
+    radius = pd.read_csv(reporting / "robustness_vs_eps.csv")
+    assert set(radius["attack"]) == {"clean", "fgsm", "pgd10"} and set(radius["method"]) == set(CORE)
+    cost = pd.read_csv(reporting / "compute_cost.csv").set_index("method")
+    assert list(cost.index) == CORE and cost.at["pgd_at", "ratio_to_pgd_at"] == 1.0
+    assert (cost["epochs"] == 2).all() and cost["device"].str.startswith("cpu").all()
+    for section in ("## Attention under inverse", "## Robustness against the attack radius", "## Training cost"):
+        assert section in report
+    for figure in ("attention_shift.png", "robustness_vs_eps.png"):
+        assert (reporting / figure).stat().st_size > 1000
     # The resumable training states are gone once every training node's outputs were saved.
     assert not list(project.glob("data/06_models/**/training_state.pt"))
     for method in CORE:
@@ -108,6 +120,35 @@ def test_reporting_alone_aggregates_what_is_on_disk(project, tmp_path):
     _run(copy, pipeline_names=["reporting"])
     table = pd.read_csv(copy / "data/08_reporting/table1_robustness.csv")
     assert table["method"].tolist() == ["natural", "pgd_at", "dhat", "dhat_true_masks"]
+
+
+def test_sensitivity_and_mask_sources_make_their_namespaces_from_yaml_and_reach_the_report(project, tmp_path,
+                                                                                          monkeypatch):
+    copy = shutil.copytree(project, tmp_path / "copy")
+    monkeypatch.setenv("KEDRO_ENV", "test")  # the grid of conf/test decides the namespaces, as in a CLI run
+    _run(copy, pipeline_names=["sensitivity"])
+    folder = copy / "data/08_reporting/sensitivity"
+    summary = pd.read_csv(folder / "sensitivity.csv")
+    # conf/test: lambda1 in {0, 1}, lambda2 and background_share one value each; clean and PGD-10 per run.
+    assert sorted(summary.groupby("parameter")["value"].nunique().items()) == [
+        ("background_share", 1), ("lambda1", 2), ("lambda2", 1)]
+    assert set(summary["attack"]) == {"clean", "pgd10"} and (summary["n_images"] == 450).all()
+    for parameter in ("lambda1", "lambda2", "background_share"):
+        assert (folder / f"sensitivity_{parameter}.png").stat().st_size > 1000
+        assert (folder / f"sensitivity_{parameter}.csv").exists()
+    scores = json.loads(_latest(copy / "data/07_model_output/sensitivity/lambda1/0/scores.json").read_text())
+    assert (scores["parameter"], scores["value"]) == ("lambda1", 0.0)
+    checkpoint = torch.load(_latest(copy / "data/06_models/sensitivity/lambda1/0/model_best.pt"), weights_only=True)
+    assert checkpoint["metadata"]["method"]["params"]["lambda1"] == 0.0
+    _run(copy, pipeline_names=["mask_sources"])
+    sources = pd.read_csv(copy / "data/08_reporting/mask_sources/mask_sources.csv").set_index("source")
+    assert list(sources.index) == ["gradcam", "captum_gradcam", "integrated_gradients", "true"]
+    assert sources.at["true", "iou_true_background"] == 1.0 and sources.at["true", "map_seconds"] == 0.0
+    # captum's Grad-CAM gives the project's maps, so DHAT trains to the same model.
+    assert sources.at["captum_gradcam", "clean - gradcam"] == 0.0 and sources.at["captum_gradcam", "pgd10 - gradcam"] == 0.0
+    _run(copy, pipeline_names=["reporting"])
+    report = (copy / "data/08_reporting/report.md").read_text()
+    assert "## Sensitivity of DHAT" in report and "## DHAT with each mask source" in report
 
 
 def test_bad_parameters_fail_before_any_work(tmp_path):
