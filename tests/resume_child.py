@@ -1,10 +1,12 @@
 """A training run in its own process, for the crash-and-resume tests (``python -m tests.resume_child``).
 
-Arguments: ``METHOD STATE_PATH OUT_PATH [--kill-after N] [--lr LR]``. Trains ``METHOD`` for
-four epochs on tiny random data with :func:`dhat.fitting.fit`, its resumable state at
-``STATE_PATH``; with ``--kill-after N`` the process sends itself SIGKILL right after the
-state of epoch ``N`` is written (a crash: no cleanup, no ``finally``). Otherwise it saves
-the final weights and history to ``OUT_PATH``.
+Arguments: ``METHOD STATE_PATH OUT_PATH [--kill-after N] [--lr LR] [--devices N]``. Trains
+``METHOD`` for four epochs on tiny random data with :func:`dhat.fitting.fit`, its resumable
+state at ``STATE_PATH``; with ``--kill-after N`` the process sends itself SIGKILL right after
+the state of epoch ``N`` is written (a crash: no cleanup, no ``finally``). Otherwise it saves
+the final weights and history to ``OUT_PATH``. With ``--devices N`` (N > 1) the training is
+data-parallel in N worker processes, and the crash is rank 0's: the launcher then stops the
+other workers and fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 import dhat.training
+from dhat.distributed import launch
 from dhat.fitting import fit
 
 EPOCHS = 4
@@ -37,6 +40,27 @@ def tiny_data() -> tuple[dict, dict, dict]:
     return {"images": images[:48], "labels": labels[:48]}, {"images": images[48:], "labels": labels[48:]}, info
 
 
+def crash_after(epoch: int | None) -> None:
+    """Make this process SIGKILL itself right after it writes the state of ``epoch``."""
+    if epoch is None:
+        return
+    original = dhat.training.save_state
+
+    def save_then_crash(settings, state):
+        original(settings, state)
+        if state["epoch"] == epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    dhat.training.save_state = save_then_crash
+
+
+def worker_fit(kill_after: int | None, *args, **kwargs):
+    """One data-parallel worker: rank 0 (the only rank that writes states) may crash, then :func:`fit`."""
+    torch.set_num_threads(1)
+    crash_after(kill_after)
+    return fit(*args, **kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("method", choices=sorted(METHODS))
@@ -44,27 +68,24 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--kill-after", type=int, default=None)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--devices", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
-    if args.kill_after is not None:
-        original = dhat.training.save_state
-
-        def save_then_crash(settings, state):
-            original(settings, state)
-            if state["epoch"] == args.kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        dhat.training.save_state = save_then_crash
+    if args.devices == 1:
+        crash_after(args.kill_after)
     train, val, info = tiny_data()
     method = METHODS[args.method]
     training = {"epochs": EPOCHS, "batch_size": 16, "lr": args.lr, "val_steps": 2, "progress": False,
-                "crop_padding": 1}
+                "crop_padding": 1, "devices": args.devices}
     if args.method == "cfa":
         # CFA's averaged model is what is validated: its validation uses the configured attack.
         method["params"]["base"] = {"attack": {"steps": 2}}
-    best, last, history = fit(train, val, None, info, method, {"name": "small_cnn", "width": 4}, training, "cpu",
-                              state_path=args.state)
+    inputs = (train, val, None, info, method, {"name": "small_cnn", "width": 4}, training, "cpu")
+    if args.devices > 1 and args.kill_after is not None:
+        best, last, history = launch(worker_fit, args.devices, "cpu", args.kill_after, *inputs, state_path=args.state)[0]
+    else:  # fit itself launches the workers when training.devices > 1
+        best, last, history = fit(*inputs, state_path=args.state)
     torch.save({"best": best["state_dict"], "last": last["state_dict"], "history": history.drop(
         columns=[c for c in history.columns if c.endswith("seconds")]).to_dict("list")}, args.out)
 

@@ -21,6 +21,7 @@ import torch
 from dhat.attention import dequantize_masks
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
+from dhat.distributed import Distributed, launch
 from dhat.masks import LOW_COVERAGE, mask_statistics
 from dhat.methods import MaskSettings, TrainingMethod, create_method
 from dhat.resume import ResumeSettings, array_digest, fingerprint
@@ -135,6 +136,20 @@ def fit(
     config = TrainingConfig.from_dict({**training_params, **overrides}, section="training")
     maps = training_maps(method, train_set, attention_masks, label)
     torch_device = resolve_device(device)
+    distributed = Distributed.current()
+    if config.devices > 1 and not method.supports_data_parallel:
+        raise ValueError(f"{label}: method {name!r} cannot train data-parallel; set training.devices: 1 for it "
+                         f"(e.g. --params {label}.method.training.devices=1)")
+    if config.devices > 1 and config.sync_batchnorm and torch_device.type != "cuda":
+        raise ValueError("training.sync_batchnorm works on CUDA only (PyTorch's SyncBatchNorm); set it to false on "
+                         f"{torch_device.type}")
+    if config.devices > 1 and distributed is None:
+        # Start the workers; each runs this function again inside the process group. Rank 0's result returns.
+        results = launch(fit, config.devices, torch_device.type, train_set, val_set, attention_masks, dataset_info,
+                         method_params, model_params, training_params, device, label=label, state_path=state_path)
+        return results[0]
+    if distributed is not None and torch_device.type == "cuda":
+        torch_device = torch.device("cuda", distributed.local_rank)
     train = to_device_set(train_set, torch_device, masks=maps, name="train_set")
     mask_stats = None
     if maps is None:
@@ -156,10 +171,11 @@ def fit(
                           data=[array_digest(a) for a in (train_set["images"], train_set["labels"], maps,
                                                           val_set["images"], val_set["labels"])])
         resume = ResumeSettings(Path(state_path), key, every=config.checkpoint_every, resume=config.resume)
-    result = train_model(model, method, train, val, config, description=label, resume=resume)
+    result = train_model(model, method, train, val, config, description=label, resume=resume, distributed=distributed)
+    workers = "" if distributed is None else f" x {distributed.world_size} processes"
     common = {
         "label": label,
-        "device": device_label(torch_device),
+        "device": device_label(torch_device) + workers,
         "method": method.describe(),
         "training": dict(vars(config)),
         "best_epoch": result.best_epoch,

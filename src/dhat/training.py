@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from dhat.attacks import batchnorm_mode, pgd
 from dhat.augment import random_crop_flip
 from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.distributed import Distributed, data_parallel, shard
 from dhat.methods.base import Batch, EpochContext, TrainingMethod
 from dhat.precision import PRECISIONS, autocast, make_scaler
 from dhat.resume import ResumeSettings, capture_rng, load_state, restore_rng, save_state
@@ -49,7 +50,10 @@ class TrainingConfig:
     ``precision`` (``fp32 | bf16 | fp16``) applies to the training forwards and the
     attacks crafted during training (:mod:`dhat.precision`); ``channels_last`` and
     ``compile`` (``torch.compile``) are GPU speed switches, off by default.
-    Validation and evaluation are always fp32.
+    Validation and evaluation are always fp32. ``devices`` > 1 trains data-parallel in
+    that many worker processes (:mod:`dhat.distributed`; one GPU each on CUDA), with
+    ``sync_batchnorm`` computing batch-norm statistics over the whole batch instead of
+    each worker's share; ``batch_size`` stays the global batch.
     """
 
     epochs: int = 20
@@ -74,6 +78,8 @@ class TrainingConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    devices: int = 1
+    sync_batchnorm: bool = False
 
     def validate(self, section: str = "training") -> TrainingConfig:
         """Check every field, naming ``section.<field>`` in errors; radii become floats."""
@@ -88,12 +94,16 @@ class TrainingConfig:
             "val_steps": self.val_steps >= 0,
             "val_batch_size": self.val_batch_size >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "devices": isinstance(self.devices, int) and not isinstance(self.devices, bool) and self.devices >= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{section}.{name} has an invalid value {getattr(self, name)!r}")
         if any(not 0 < m <= 1 for m in self.lr_milestones):
             raise ValueError(f"{section}.lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
+        if self.devices > self.batch_size:
+            raise ValueError(f"{section}.devices ({self.devices}) exceeds {section}.batch_size ({self.batch_size}): "
+                             "every worker needs images of each batch")
         if self.precision not in PRECISIONS:
             raise ValueError(f"{section}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.select_on not in SELECTION_METRICS:
@@ -181,14 +191,28 @@ class _StateParts:
     method: TrainingMethod
     data_rng: torch.Generator
     scaler: torch.amp.GradScaler | None = None
+    distributed: Distributed | None = None
 
     def capture(self, epochs_done: int, history: list[dict[str, float]], best: tuple[float, int, Any]) -> dict[str, Any]:
+        """The state to save; under data parallelism a collective call (rank 0 gathers every rank's random state)."""
+        rng = capture_rng(self.data_rng)
+        ranks = None if self.distributed is None else self.distributed.gather(rng)
         return {
             "epoch": epochs_done, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "method": self.method.state_dict(),
-            "rng": capture_rng(self.data_rng), "history": history, "best_score": best[0], "best_epoch": best[1],
+            "rng": rng, "rng_ranks": ranks, "history": history, "best_score": best[0], "best_epoch": best[1],
             "best_state": best[2], "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
+
+    def resume(self, settings: ResumeSettings | None, label: str, epochs: int, fresh: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Restore a saved state of this run if there is one (see :func:`load_state`); else return ``fresh``."""
+        state = load_state(settings, label) if settings is not None else None
+        if state is None:
+            return fresh
+        restored = self.restore(state)
+        if self.distributed is None or self.distributed.is_main:
+            logger.info("%s: resuming after epoch %d of %d from %s", label, restored[0], epochs, settings.path)
+        return restored
 
     def restore(self, state: Mapping[str, Any]) -> tuple[int, list[dict[str, float]], tuple[float, int, Any]]:
         """Load ``state`` into the parts; returns the epochs done, the history and the best (score, epoch, weights)."""
@@ -196,7 +220,9 @@ class _StateParts:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_state_dict(state["method"], self.model)
-        restore_rng(state["rng"], self.data_rng)
+        ranks = state.get("rng_ranks")
+        rank = 0 if self.distributed is None else self.distributed.rank
+        restore_rng(ranks[rank] if ranks else state["rng"], self.data_rng)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         best = (float(state["best_score"]), int(state["best_epoch"]), state["best_state"])
@@ -216,27 +242,36 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
     data_rng: torch.Generator,
     epoch: int,
     label: str,
+    distributed: Distributed | None = None,
 ) -> dict[str, float] | None:
     """One epoch of optimiser steps; the sample-weighted means of the loss and its parts, and train accuracy.
 
     The sums stay on the device and are read once at the end of the epoch (and every
     :data:`PROGRESS_EVERY` steps when the progress bar is shown), so a step never waits
     for the device. Returns ``None`` when the loss became non-finite during the epoch.
+    With ``distributed``, each batch (order and crops drawn whole, as in one process) is
+    split between the ranks and the epoch's means are over every rank's images.
     """
     batches = _shuffled_batches(len(train_set), config.batch_size, data_rng)
     device = train_set.images.device
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(batches, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not config.progress)
-    for step, index in enumerate(bar, start=1):
+    show = config.progress and (distributed is None or distributed.is_main)
+    bar = tqdm(batches, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not show)
+    for step, whole in enumerate(bar, start=1):
         x, masks = random_crop_flip(
-            train_set.float_images(index),
-            train_set.float_masks(index) if method.needs_masks else None,
+            train_set.float_images(whole),
+            train_set.float_masks(whole) if method.needs_masks else None,
             padding=config.crop_padding,
             flip=config.flip,
             generator=data_rng,
         )
+        if distributed is not None:  # this rank's slice of the batch, crops drawn for the whole of it
+            part = shard(torch.arange(whole.numel(), device=whole.device), distributed)
+            index, x, masks = whole[part], x[part], None if masks is None else masks[part]
+        else:
+            index = whole
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = Batch(x=x, y=train_set.labels[index], indices=index, masks=masks, epoch=epoch, num_epochs=config.epochs)
@@ -248,12 +283,49 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
             sums[name] = sums[name] + weighted if name in sums else weighted
         correct += (output.logits.detach().argmax(1) == batch.y).sum()
         seen += size
-        if config.progress and step % PROGRESS_EVERY == 0:
+        if show and step % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{float(sums['loss']) / seen:.3f}")
+    if distributed is not None:
+        sums = {name: distributed.all_reduce_sum(total) for name, total in sums.items()}
+        correct = distributed.all_reduce_sum(correct)
+        seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=device)))
     values = {name: float(total) / max(seen, 1) for name, total in sums.items()}  # the epoch's one read
     if not math.isfinite(values.get("loss", 0.0)):
         return None
     return {**values, "train_acc": 100.0 * int(correct) / max(seen, 1)}
+
+
+def _optimiser(model: nn.Module, config: TrainingConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """SGD with momentum and weight decay, and its step-decay schedule."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.nesterov)
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.lr_gamma)
+
+
+def _place(model: nn.Module, device: torch.device, config: TrainingConfig, distributed: Distributed | None) -> nn.Module:
+    """``model`` on ``device`` (SyncBatchNorm layers for data-parallel runs that ask for them; channels-last)."""
+    model.to(device)
+    if distributed is not None and config.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _log_epoch(label: str, config: TrainingConfig, row: Mapping[str, float]) -> None:
+    logger.info(
+        "%s epoch %d/%d: loss %.4f, train acc %.1f%%, val clean %.1f%%, val PGD-%d %.1f%% (%.1fs)",
+        label, row["epoch"], config.epochs, row["loss"], row["train_acc"], row["val_clean"], config.val_steps,
+        row["val_pgd10"], row["epoch_seconds"],
+    )
+
+
+def _synchronise_ranks(method: TrainingMethod, model: nn.Module, distributed: Distributed) -> None:
+    """After an epoch's steps: the per-sample state each rank kept for its own images, rank 0's batch-norm
+    statistics, and one random state for the epoch-end decisions and the validation, so every rank takes the same."""
+    method.synchronise(distributed)
+    distributed.broadcast_buffers(model)
+    distributed.broadcast_random_state()
 
 
 def train_model(
@@ -264,6 +336,7 @@ def train_model(
     config: TrainingConfig,
     description: str | None = None,
     resume: ResumeSettings | None = None,
+    distributed: Distributed | None = None,
 ) -> TrainingResult:
     """Train ``model`` in place with ``method``.
 
@@ -276,6 +349,11 @@ def train_model(
     ``resume.every`` epochs (and after the last), and a state of the same
     configuration found at the start is continued from its last completed epoch
     (:mod:`dhat.resume`): the result equals that of an uninterrupted run.
+
+    With ``distributed`` (inside a worker of :func:`dhat.distributed.launch`), this rank
+    trains on its share of every batch through DistributedDataParallel; every rank ends
+    with the same weights, history and selected checkpoint, and rank 0 alone writes the
+    resumable state (see :mod:`dhat.distributed`).
 
     Raises:
         ValueError: when the method needs masks and ``train_set`` has none.
@@ -291,36 +369,28 @@ def train_model(
     # seed sees the same batches and crops (common random numbers), whatever randomness its attacks use,
     # which makes paired comparisons between methods less noisy.
     data_rng = torch.Generator(device=device).manual_seed(config.seed)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.lr_gamma)
+    model = _place(model, device, config, distributed)
+    optimizer, scheduler = _optimiser(model, config)
     label = description or method.name
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, _cpu_state(method.evaluation_model(model))
     diverged_epoch: int | None = None
     scaler = make_scaler(device, config.precision)
     method.use_loss_scaler(scaler)
-    trained = torch.compile(model) if config.compile else model  # shares the parameters of ``model``
-    parts = _StateParts(model, optimizer, scheduler, method, data_rng, scaler)
-    start_epoch = 0
-    state = load_state(resume, label) if resume is not None else None
-    if state is not None:
-        start_epoch, history, (best_score, best_epoch, best_state) = parts.restore(state)
-        logger.info("%s: resuming after epoch %d of %d from %s", label, start_epoch, config.epochs, resume.path)
+    trained = data_parallel(model, distributed)  # shares the parameters of ``model``
+    trained = torch.compile(trained) if config.compile else trained
+    parts = _StateParts(model, optimizer, scheduler, method, data_rng, scaler, distributed)
+    main = distributed is None or distributed.is_main
+    start_epoch, history, (best_score, best_epoch, best_state) = parts.resume(
+        resume, label, config.epochs, (0, history, (best_score, best_epoch, best_state)))
     for epoch in range(start_epoch, config.epochs):
         model.train()
         context = EpochContext(epoch, config.epochs, model, train_set, val_set, history)
         method.on_epoch_start(context)
         started = time.perf_counter()
-        averages = _train_epoch(trained, method, optimizer, train_set, config, data_rng, epoch, label)
+        averages = _train_epoch(trained, method, optimizer, train_set, config, data_rng, epoch, label, distributed)
+        if distributed is not None:
+            _synchronise_ranks(method, model, distributed)
         if averages is None:
             diverged_epoch = epoch + 1
             # The weights are no longer finite: keep the best checkpoint so far and stop, loudly.
@@ -351,13 +421,12 @@ def train_model(
         score = row[config.select_on]
         if score > best_score:
             best_score, best_epoch, best_state = score, epoch + 1, _cpu_state(evaluated)
-        logger.info(
-            "%s epoch %d/%d: loss %.4f, train acc %.1f%%, val clean %.1f%%, val PGD-%d %.1f%% (%.1fs)",
-            label, epoch + 1, config.epochs, row["loss"], row["train_acc"], val_clean, config.val_steps, val_pgd,
-            train_seconds,
-        )
+        if main:
+            _log_epoch(label, config, row)
         if resume is not None and resume.every and ((epoch + 1) % resume.every == 0 or epoch + 1 == config.epochs):
-            save_state(resume, parts.capture(epoch + 1, history, (best_score, best_epoch, best_state)))
+            captured = parts.capture(epoch + 1, history, (best_score, best_epoch, best_state))  # collective
+            if main:
+                save_state(resume, captured)
     return TrainingResult(
         best_state=best_state,
         last_state=_cpu_state(method.evaluation_model(model)),

@@ -126,6 +126,9 @@ class MethodWrapper(TrainingMethod):
     def mask_settings(self) -> MaskSettings | None:
         return self.base.mask_settings()
 
+    def synchronise(self, distributed: Any) -> None:
+        self.base.synchronise(distributed)
+
     def on_epoch_start(self, context: EpochContext) -> None:
         self.base.on_epoch_start(context)
 
@@ -205,6 +208,9 @@ class AdversarialWeightPerturbation(MethodWrapper):
     """AWP around the base method named by ``Params.base_method`` (see the module docstring)."""
 
     Params: ClassVar[type] = AWPParams
+    #: The proxy step would perturb each rank's weights by its own share of the batch, so the
+    #: ranks' weights would drift apart; AWP trains in one process (``training.devices: 1``).
+    supports_data_parallel = False
 
     def __init__(self, params: AWPParams) -> None:
         super().__init__(params)

@@ -268,6 +268,17 @@ class TrainingMethod:
     def load_state_dict(self, state: Mapping[str, Any], model: nn.Module) -> None:
         """Restore :meth:`state_dict` before the first resumed epoch (``model`` already holds its weights)."""
 
+    #: Whether the method can train data-parallel (``training.devices`` > 1).
+    supports_data_parallel: bool = True
+
+    def synchronise(self, distributed: Any) -> None:
+        """Data-parallel training: combine the state each rank kept for its own images during the epoch.
+
+        Called on every rank after the epoch's steps, before :meth:`on_epoch_end`;
+        ``distributed`` is a :class:`dhat.distributed.Distributed`. Stateless methods have
+        nothing to combine; SGLR (soft labels by index) and CFA (class accuracies) do.
+        """
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (stored in checkpoints and metrics)."""
         return {"name": self.name, "params": dataclasses.asdict(self.params)}

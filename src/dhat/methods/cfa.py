@@ -270,6 +270,13 @@ class ClassWiseCalibratedTraining(MethodWrapper):
         self._correct = self._count = None
         self.base.on_epoch_start(context)
 
+    def synchronise(self, distributed: Any) -> None:
+        """Class-wise counts over every rank's images (and the wrapped method's own state)."""
+        self.base.synchronise(distributed)
+        if self._correct is not None and self._count is not None:
+            self._correct = distributed.all_reduce_sum(self._correct)
+            self._count = distributed.all_reduce_sum(self._count)
+
     def on_epoch_end(self, context: EpochContext) -> None:
         self.base.on_epoch_end(context)
         if self._correct is not None and self._count is not None:

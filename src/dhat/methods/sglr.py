@@ -114,6 +114,7 @@ class SGLR(TrainingMethod):
         self.soft_labels: torch.Tensor | None = None  # [N, K], rows valid where ``initialised``
         self.initialised: torch.Tensor | None = None  # [N] bool
         self._size_hint = 0
+        self._epoch_start: tuple[torch.Tensor, torch.Tensor] | None = None  # the table before this epoch's steps
 
     def reset_state(self) -> None:
         """Forget every soft label (a new training run starts)."""
@@ -133,6 +134,22 @@ class SGLR(TrainingMethod):
         if context.epoch == 0:
             self.reset_state()
         self._size_hint = len(context.train_set) if context.train_set is not None else 0
+        has_table = self.soft_labels is not None and self.initialised is not None
+        self._epoch_start = (self.soft_labels.clone(), self.initialised.clone()) if has_table else None
+
+    def synchronise(self, distributed: Any) -> None:
+        """Each rank refined the soft labels of its own images this epoch: sum the ranks' changes.
+
+        Every image is in exactly one rank's share of an epoch, so the sum of the changes is
+        the table one process would hold. The soft phase starts in the same epoch on every rank
+        (each holds images of every batch), so either all ranks have a table or none has.
+        """
+        if self.soft_labels is None or self.initialised is None:
+            return
+        table, seen = self.soft_labels, self.initialised
+        start_table, start_seen = self._epoch_start or (torch.zeros_like(table), torch.zeros_like(seen))
+        self.soft_labels = start_table + distributed.all_reduce_sum(table - start_table)
+        self.initialised = distributed.all_reduce_sum(seen.to(torch.int32)) > 0
 
     def _state(self, indices: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The soft-label table with the rows of ``indices`` ready (one-hot of ``y`` where first seen).
