@@ -6,9 +6,13 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # For example, after creating a hooks.py and defining a ProjectHooks class there, do
 # from dhat.hooks import ProjectHooks
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-from dhat.hooks import ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
+from omegaconf.resolvers import oc  # noqa: E402
 
-HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook())
+from dhat.hooks import ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
+from dhat.tracking import MlflowTrackingHook  # noqa: E402
+
+# MlflowTrackingHook logs into kedro-mlflow's run when the `mlflow` extra is installed (else it does nothing).
+HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook(), MlflowTrackingHook())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
@@ -32,6 +36,8 @@ HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook())
 # Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
+    # ${oc.env:NAME,default} outside credentials: conf/base/mlflow.yml honours MLFLOW_TRACKING_URI.
+    "custom_resolvers": {"oc.env": oc.env},
     "default_run_env": "local",
     # Environments override only the keys they name (e.g. conf/cifar10 changes
     # data.source but keeps data.seed from conf/base).

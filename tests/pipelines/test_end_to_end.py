@@ -7,7 +7,9 @@ disk work on their own copy of it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +30,16 @@ def _run(project: Path, **run_kwargs):
     """``kedro run --env test`` with the repository's conf/ and ``project`` as the data root."""
     bootstrap_project(REPO)
     params = run_kwargs.pop("params", None)
-    with KedroSession.create(project_path=project, env="test", runtime_params=params,
-                             conf_source=str(REPO / "conf")) as session:
-        return session.run(**run_kwargs)
+    try:
+        with KedroSession.create(project_path=project, env="test", runtime_params=params,
+                                 conf_source=str(REPO / "conf")) as session:
+            return session.run(**run_kwargs)
+    finally:
+        # With the mlflow extra, kedro-mlflow can leave its run active in this process; a CLI run is one
+        # process per `kedro run`, so end it here as the process end would.
+        mlflow = sys.modules.get("mlflow")
+        while mlflow is not None and mlflow.active_run() is not None:
+            mlflow.end_run()
 
 
 def _latest(path: Path) -> Path:
@@ -45,8 +54,20 @@ def _scratch(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """Where kedro-mlflow (if installed) records this module's runs: a scratch SQLite file, not the repository's data/."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    yield
+    if previous is None:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, mlflow_store) -> Path:
     root = _scratch(tmp_path_factory.mktemp("dhat_project"))
     _run(root, pipeline_names=["train_eval"])
     return root
@@ -179,7 +200,10 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
 
 
 def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path):
-    from dhat.pipelines.study.pipeline import STUDY_ABLATIONS, STUDY_SEEDS
+    from dhat.pipelines.study.pipeline import STUDY_ABLATIONS
+    from dhat.study import StudySettings
+
+    STUDY_SEEDS = StudySettings().seeds
 
     project = _scratch(tmp_path)
     _run(project, pipeline_names=["study"])
@@ -206,3 +230,22 @@ def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_pa
     assert dhat_rows["per_seed"].tolist() == table[table["method"] == "dhat"]["per_seed"].tolist()
     paired = pd.read_csv(project / "data/08_reporting/study_ablations_paired_differences.csv")
     assert set(paired["comparison"]) == {"DHAT - DHAT (mask omega 0.1)", "DHAT - DHAT (FLOE ref. code)"}
+
+
+def test_with_the_mlflow_extra_each_run_is_one_mlflow_run_with_every_methods_metrics(project):
+    """``pip install -e ".[mlflow]"``: kedro-mlflow's run of the module's train_eval (MLFLOW_TRACKING_URI set above)."""
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    pytest.importorskip("kedro_mlflow", reason="the mlflow extra is not installed")
+    client = mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("dhat")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert runs and all(r.info.status == "FINISHED" for r in runs)
+    run = runs[0]  # the module's first session: the full train_eval (later tests run parts of it again)
+    assert run.info.run_name == "train_eval"
+    for method in CORE:
+        for metric in ("clean", "pgd5", "autoattack", "clean_low"):
+            assert f"{method}.{metric}" in run.data.metrics, (method, metric)
+        assert len(client.get_metric_history(run.info.run_id, f"{method}.loss")) == 2  # one point per epoch
+    assert run.data.params["dhat.method.params.lambda1"] == "1.0"  # kedro-mlflow's parameters, flattened
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.md", "report/attention_shift_figure.png", "report/results_table.csv"} <= artifacts
