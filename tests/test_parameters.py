@@ -9,6 +9,7 @@ import pytest
 from dhat.analysis import AnalysisSettings
 from dhat.evaluation import AttackSuiteConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
+from dhat.study import StudySettings
 from dhat.sweeps import MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
 from tests.pipelines.memory import load_parameters
@@ -34,6 +35,7 @@ def _as_plain(value):
         ("analysis", AnalysisSettings.from_dict, AnalysisSettings()),
         ("sensitivity", SensitivitySettings.from_dict, SensitivitySettings()),
         ("mask_sources", MaskSourceSettings.from_dict, MaskSourceSettings()),
+        ("study", StudySettings.from_dict, StudySettings()),
     ],
 )
 def test_base_yaml_restates_the_dataclass_defaults(section, build, default):

@@ -53,7 +53,10 @@ def test_report_waits_for_every_evaluation_of_its_composite(registry):
 
 
 def test_study_runs_every_core_method_per_seed_with_the_seed_from_its_namespace(registry):
-    from dhat.pipelines.study.pipeline import STUDY_GROUPS, STUDY_SEEDS
+    from dhat.pipelines.study.pipeline import STUDY_GROUPS
+    from dhat.study import StudySettings
+
+    STUDY_SEEDS = StudySettings().seeds
 
     trained = {n.namespace for n in registry["study"].nodes if "training" in n.tags}
     assert trained == {f"study_seed{s}.{m}" for s in STUDY_SEEDS for m in namespaces(STUDY_GROUPS)}

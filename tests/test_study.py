@@ -62,3 +62,25 @@ def test_runs_on_different_images_or_missing_seeds_are_refused():
     del runs[(2, "uiat")]
     with pytest.raises(ValueError, match=r"no results for 'uiat' with seed\(s\) \[2\]"):
         stack_runs(runs)
+
+
+def test_study_settings_check_seeds_and_methods():
+    from dhat.study import StudySettings
+
+    assert StudySettings.from_dict({"seeds": [3, 1], "methods": ["pgd_at", "dhat"]}) == StudySettings((3, 1), ("pgd_at", "dhat"))
+    for seeds in ([], [1, 1], [-1], "0,1", [0.5]):
+        with pytest.raises(ValueError, match="study.seeds"):
+            StudySettings.from_dict({"seeds": seeds})
+    with pytest.raises(ValueError, match="dhat_plus"):
+        StudySettings.from_dict({"methods": ["dhat_plus"]})
+
+
+def test_the_study_pipeline_follows_its_settings():
+    from dhat.pipelines.study.pipeline import create_ablation_pipeline, create_pipeline
+    from dhat.study import StudySettings
+
+    settings = StudySettings((5, 6), ("pgd_at", "dhat"))
+    trained = {n.namespace for n in create_pipeline(settings).nodes if "training" in n.tags}
+    assert trained == {"study_seed5.pgd_at", "study_seed5.dhat", "study_seed6.pgd_at", "study_seed6.dhat"}
+    ablations = {n.namespace for n in create_ablation_pipeline(settings).nodes if "training" in n.tags}
+    assert {ns.split(".")[0] for ns in ablations} == {"study_seed5", "study_seed6"}

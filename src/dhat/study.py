@@ -9,16 +9,47 @@ and images (:mod:`dhat.intervals`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dhat.comparisons import attack_names, positions_of
+from dhat.config import dataclass_from_dict
 from dhat.intervals import accuracy_interval, paired_difference
-from dhat.methods.catalog import PAIRED_COMPARISONS, display_name, order_methods
+from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name, order_methods
 
-__all__ = ["STUDY_ATTACKS", "reported_attacks", "stack_runs", "study_table", "study_paired_table", "study_markdown"]
+__all__ = ["STUDY_ATTACKS", "StudySettings", "reported_attacks", "stack_runs", "study_table", "study_paired_table", "study_markdown"]
+
+@dataclass(frozen=True)
+class StudySettings:
+    """``study``: the training seeds and the methods of the multi-seed study (they make its namespaces).
+
+    Attributes:
+        seeds: one namespace ``study_seed<k>.<method>`` per seed and method.
+        methods: method namespaces; ``None`` = the catalog groups ``core`` and ``oracle``.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    methods: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> StudySettings:
+        values = dict(params or {})
+        seeds = values.get("seeds", cls.seeds)
+        if (not isinstance(seeds, Sequence) or isinstance(seeds, str) or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ValueError(f"study.seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"study.seeds repeats a seed: {list(seeds)}")
+        values["seeds"] = tuple(seeds)
+        if values.get("methods") is not None:
+            values["methods"] = tuple(values["methods"])
+            for method in values["methods"]:
+                catalog_entry(method)  # names the unknown namespace
+        return dataclass_from_dict(cls, values, "study")
+
 
 #: Attacks the study reports: clean, the strongest PGD that was run (PGD-50 by default), AutoAttack.
 STUDY_ATTACKS: tuple[str, ...] = ("clean", "pgd", "autoattack")

@@ -2,7 +2,9 @@
 
 Each (seed, method) is an independent namespace ``study_seed<k>.<method>`` (an
 orchestrator may run them in parallel: ``--namespaces=study_seed1``); the seed comes
-from the namespace through the catalog (``study_seed{seed}.seed``). Data, masks and
+from the namespace through the catalog (``study_seed{seed}.seed``). The seeds and methods
+are ``study.seeds`` and ``study.methods`` of ``conf/base/parameters_study.yml`` (or of the
+``KEDRO_ENV`` environment), read when the pipelines are built. Data, masks and
 the evaluation protocol are shared, so every run is scored on the same test images
 and methods can be compared paired, per seed.
 """
@@ -13,16 +15,15 @@ from kedro.pipeline import Node, Pipeline
 
 from dhat.methods.catalog import namespaces
 from dhat.pipelines import data_ingestion, mask_precomputation
-from dhat.pipelines.composition import per_method
+from dhat.pipelines.composition import configured_section, per_method
 from dhat.pipelines.evaluation.pipeline import SHARED_PARAMS as EVALUATION_PARAMS
 from dhat.pipelines.evaluation.pipeline import evaluation_template
 from dhat.pipelines.study.nodes import aggregate_study, train_method_with_seed
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
+from dhat.study import StudySettings
 
-#: Training seeds of the study (one namespace each); the catalog gives each its value.
-STUDY_SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
-#: Catalog groups the study trains.
+#: Catalog groups the study trains when ``study.methods`` is null.
 STUDY_GROUPS: tuple[str, ...] = ("core", "oracle")
 #: Configurations ``study_ablations`` compares with the study's DHAT on the same seeds: the paper's
 #: absolute mask threshold instead of the quantile rule, and the reference code's FLOE form.
@@ -44,18 +45,27 @@ def _unit_template() -> Pipeline:
     return Pipeline([train]) + evaluation_template()
 
 
-def _results(methods: tuple[str, ...]) -> dict[str, str]:
+def study_settings() -> StudySettings:
+    """The configured seeds and methods (``conf/base`` + ``KEDRO_ENV``), the defaults without a project."""
+    return StudySettings.from_dict(configured_section("study"))
+
+
+def _methods(settings: StudySettings) -> tuple[str, ...]:
+    return settings.methods if settings.methods is not None else namespaces(STUDY_GROUPS)
+
+
+def _results(methods: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, str]:
     """Aggregation inputs: ``seed<k>__<method>__<kind>`` -> the unit's dataset name."""
     return {f"seed{seed}__{method}__{kind}": f"study_seed{seed}.{method}.{kind}"
-            for seed in STUDY_SEEDS for method in methods for kind in _KINDS}
+            for seed in seeds for method in methods for kind in _KINDS}
 
 
-def _units(methods: tuple[str, ...]) -> Pipeline:
+def _units(methods: tuple[str, ...], seeds: tuple[int, ...]) -> Pipeline:
     """One namespace ``study_seed<k>.<method>`` per seed and method."""
     shared_params = TRAINING_PARAMS | EVALUATION_PARAMS
     method_params = {f"params:{m}.method" for m in methods}
     units = Pipeline([])
-    for seed in STUDY_SEEDS:
+    for seed in seeds:
         per_seed = per_method(_unit_template, methods, _SHARED_DATA | {"seed"}, shared_params)
         units += Pipeline(per_seed, namespace=f"study_seed{seed}", inputs=_SHARED_DATA,
                           parameters=shared_params | method_params)
@@ -68,14 +78,17 @@ def _aggregate(results: dict[str, str], prefix: str, name: str) -> Node:
                 tags=["reporting"])
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """Data, masks, every (seed, method) unit of the core comparison and the oracle, the aggregation."""
-    methods = namespaces(STUDY_GROUPS)
-    return (data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + _units(methods)
-            + Pipeline([_aggregate(_results(methods), "study", "aggregate_study")]))
+def create_pipeline(settings: StudySettings | None = None, **kwargs) -> Pipeline:
+    """Data, masks, every (seed, method) unit (default: the core comparison and the oracle), the aggregation."""
+    settings = settings or study_settings()
+    methods = _methods(settings)
+    return (data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + _units(methods, settings.seeds)
+            + Pipeline([_aggregate(_results(methods, settings.seeds), "study", "aggregate_study")]))
 
 
-def create_ablation_pipeline(**kwargs) -> Pipeline:
+def create_ablation_pipeline(settings: StudySettings | None = None, **kwargs) -> Pipeline:
     """:data:`STUDY_ABLATIONS` on the study's seeds, aggregated with the study's DHAT units (run ``study`` first)."""
-    results = _results(STUDY_ABLATIONS) | _results(("dhat",))
-    return _units(STUDY_ABLATIONS) + Pipeline([_aggregate(results, "study_ablations", "aggregate_study_ablations")])
+    seeds = (settings or study_settings()).seeds
+    results = _results(STUDY_ABLATIONS, seeds) | _results(("dhat",), seeds)
+    return (_units(STUDY_ABLATIONS, seeds)
+            + Pipeline([_aggregate(results, "study_ablations", "aggregate_study_ablations")]))
