@@ -15,36 +15,12 @@ from dhat.attributions import (
     register_attribution,
 )
 from dhat.models import ImageClassifier, build_model
+from tests.conftest import IdentityFeatures, LinearPixelModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SOURCES = ("gradcam", "captum_gradcam", "integrated_gradients")
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-
-
-class IdentityFeatures(nn.Module):
-    """Backbone returning its (normalised) input: logits = W mean_hw((x - m) / s) + b, linear in x."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.num_features = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class LinearPixelModel(nn.Module):
-    """logits = W vec(x) + b: one weight per class, channel and pixel."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        super().__init__()
-        self.linear = nn.Linear(weight.shape[1], weight.shape[0])
-        with torch.no_grad():
-            self.linear.weight.copy_(weight)
-            self.linear.bias.copy_(bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1))
 
 
 def _small_cnn(seed: int = 0) -> ImageClassifier:

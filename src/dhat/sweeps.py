@@ -55,7 +55,7 @@ class SensitivitySettings:
     """``sensitivity``: which method's hyper-parameters vary, over which values.
 
     Attributes:
-        method: the method namespace whose ``<method>.method.params`` are varied.
+        namespace: the method namespace whose ``<namespace>.method.params`` are varied.
         seed: training seed of every run (the same batches and initial weights for all values).
         grid: ``{parameter: values}``; each value is one training run with the other
             parameters at the method's configured values; ``[]`` leaves a parameter out.
@@ -64,7 +64,7 @@ class SensitivitySettings:
         attacks: attacks scored besides clean accuracy.
     """
 
-    method: str = "dhat"
+    namespace: str = "dhat"
     seed: int = 0
     grid: Mapping[str, tuple[float, ...]] = field(default_factory=_default_grid)
     attacks: tuple[str, ...] = ("pgd20", "cw")
@@ -97,7 +97,7 @@ class MaskSourceSettings:
     """``mask_sources``: the attention sources DHAT is trained with (paper table 8).
 
     Attributes:
-        method: the method namespace trained with each source (a mask-needing method).
+        namespace: the method namespace trained with each source (a mask-needing method).
         seed: training seed of every run.
         sources: names among :data:`dhat.attributions.ATTRIBUTIONS` and ``true`` (the data's
             foreground masks, where it has them).
@@ -106,7 +106,7 @@ class MaskSourceSettings:
         attacks: attacks scored besides clean accuracy.
     """
 
-    method: str = "dhat"
+    namespace: str = "dhat"
     seed: int = 0
     sources: tuple[str, ...] = ("gradcam", "captum_gradcam", "integrated_gradients", "true")
     options: Mapping[str, Mapping[str, Any]] = field(

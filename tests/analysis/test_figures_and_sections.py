@@ -62,6 +62,7 @@ def test_sensitivity_figure_marks_the_default():
     fig = sensitivity_figure(table, "lambda1", ["pgd20"], default=1.0)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "lambda1" and ax.get_ylabel() == "accuracy (%)"
+    assert ax.get_title() == "DHAT: sensitivity to lambda1 (one seed)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["default", "clean", "PGD-20"]
     plt.close(fig)
 

@@ -78,7 +78,8 @@ def robustness_vs_eps_figure(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[str], default: float | None) -> plt.Figure:
+def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[str], default: float | None,
+                       method: str = "dhat") -> plt.Figure:
     """Accuracy (%) against one parameter's values: clean and each attack, with 95% interval error bars."""
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     ordered = table.sort_values("value")
@@ -92,7 +93,7 @@ def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[st
         ax.axvline(float(default), color="grey", linestyle=":", linewidth=1, label="default")
     ax.set_xlabel(parameter)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"DHAT sensitivity to {parameter}", fontsize=10)
+    ax.set_title(f"{display_name(method)}: sensitivity to {parameter} (one seed)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

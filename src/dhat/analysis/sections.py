@@ -3,7 +3,7 @@ compute cost, sensitivity and mask sources. Each returns ``[]`` when its table i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pandas as pd
 
@@ -23,6 +23,18 @@ def _radius(value: float) -> str:
     return "clean" if value == 0 else f"{value:+g}/255"
 
 
+def _by_radius(rows: pd.DataFrame, value: str, column: Callable[[float], str], digits: int) -> pd.DataFrame:
+    """One row per method (display name, catalog order), one column per radius: ``value [low, high]``."""
+    radii = sorted(set(rows["radius_255"]))
+    shown = []
+    for method in order_methods(list(dict.fromkeys(rows["method"]))):
+        mine = rows[rows["method"] == method].set_index("radius_255")
+        shown.append({"Method": display_name(method),
+                      **{column(r): _cell(mine.at[r, value], mine.at[r, "low"], mine.at[r, "high"], digits)
+                         for r in radii if r in mine.index}})
+    return pd.DataFrame(shown, columns=["Method", *[column(r) for r in radii]])
+
+
 def attention_shift_lines(table: pd.DataFrame | None) -> list[str]:
     """IoU of the attention region with the true digit (or the clean attention region) per signed radius."""
     if table is None or table.empty:
@@ -30,13 +42,7 @@ def attention_shift_lines(table: pd.DataFrame | None) -> list[str]:
     quantity = "iou_true_foreground" if "iou_true_foreground" in set(table["quantity"]) else "iou_clean_attention"
     what = "the true digit" if quantity == "iou_true_foreground" else "the clean image's attention region"
     rows = table[table["quantity"] == quantity]
-    radii = sorted(set(rows["radius_255"]))
-    shown = []
-    for method in order_methods(list(dict.fromkeys(rows["method"]))):
-        mine = rows[rows["method"] == method].set_index("radius_255")
-        shown.append({"Method": display_name(method),
-                      **{_radius(r): _cell(mine.at[r, "estimate"], mine.at[r, "low"], mine.at[r, "high"], 2)
-                         for r in radii if r in mine.index}})
+    shown = _by_radius(rows, "estimate", _radius, 2)
     n = int(rows["n_images"].iloc[0])
     return [
         "## Attention under inverse and adversarial perturbations (paper figures 1b, 7)",
@@ -47,7 +53,7 @@ def attention_shift_lines(table: pd.DataFrame | None) -> list[str]:
         "UIAT's attention leaves the object as the inverse radius grows. Every reference region and the "
         "accuracy on these examples: `data/08_reporting/attention_shift.csv`.",
         "",
-        markdown_table(pd.DataFrame(shown), ["Method", *[_radius(r) for r in radii]]),
+        markdown_table(shown, list(shown.columns)),
         "",
         "![attention_shift.png](attention_shift.png)",
         "",
@@ -61,13 +67,7 @@ def robustness_vs_eps_lines(table: pd.DataFrame | None, attack: str = "pgd20") -
     present = [a for a in dict.fromkeys(table["attack"]) if a != "clean"]
     shown_attack = attack if attack in present else present[-1]
     rows = table[table["attack"] == shown_attack]
-    radii = sorted(set(rows["radius_255"]))
-    shown = []
-    for method in order_methods(list(dict.fromkeys(rows["method"]))):
-        mine = rows[rows["method"] == method].set_index("radius_255")
-        shown.append({"Method": display_name(method),
-                      **{f"{r:g}/255": _cell(mine.at[r, "accuracy"], mine.at[r, "low"], mine.at[r, "high"], 1)
-                         for r in radii if r in mine.index}})
+    shown = _by_radius(rows, "accuracy", lambda r: f"{r:g}/255", 1)
     n = int(rows["n_images"].iloc[0])
     return [
         "## Robustness against the attack radius (paper figures 3, 8)",
@@ -75,7 +75,7 @@ def robustness_vs_eps_lines(table: pd.DataFrame | None, attack: str = "pgd20") -
         f"Accuracy (%) under {ATTACK_NAMES.get(shown_attack, shown_attack)} (step = radius / 4) on {n} test images, 95% bootstrap "
         f"intervals; FGSM, PGD-10, PGD-20 and CW at every radius: `data/08_reporting/robustness_vs_eps.csv`.",
         "",
-        markdown_table(pd.DataFrame(shown), ["Method", *[f"{r:g}/255" for r in radii]]),
+        markdown_table(shown, list(shown.columns)),
         "",
         "![robustness_vs_eps.png](robustness_vs_eps.png)",
         "",
@@ -117,9 +117,11 @@ def sensitivity_lines(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         shown = []
         for value in sorted(set(rows["value"])):
             at = rows[rows["value"] == value].set_index("attack")
-            shown.append({parameter: f"{value:g}", **{a: _cell(at.at[a, "accuracy"], at.at[a, "low"], at.at[a, "high"], 1)
-                                                    for a in attacks}})
-        lines += [f"**{parameter}**", "", markdown_table(pd.DataFrame(shown), [parameter, *attacks]), "",
+            shown.append({parameter: f"{value:g}",
+                          **{ATTACK_NAMES.get(a, a): _cell(at.at[a, "accuracy"], at.at[a, "low"], at.at[a, "high"], 1)
+                             for a in attacks}})
+        columns = [parameter, *[ATTACK_NAMES.get(a, a) for a in attacks]]
+        lines += [f"**{parameter}**", "", markdown_table(pd.DataFrame(shown), columns), "",
                   f"![sensitivity_{parameter}.png](sensitivity/sensitivity_{parameter}.png)", ""]
     return lines
 
@@ -129,22 +131,30 @@ def mask_source_lines(tables: Mapping[str, pd.DataFrame]) -> list[str]:
     table = tables.get("mask_sources")
     if table is None or table.empty:
         return []
-    attacks = [c.removesuffix(" low") for c in table.columns if c.endswith(" low")]
-    shown = table.copy()
-    for attack in attacks:
-        shown[attack] = [_cell(v, lo, hi, 1) for v, lo, hi in
-                         zip(table[attack], table[f"{attack} low"], table[f"{attack} high"], strict=True)]
+    attacks = [c.removesuffix(" low") for c in table.columns if c.endswith(" low") and " - " not in c]
+    shown = pd.DataFrame({"source": table["source"]})
     for column in ("coverage", "iou_true_background"):
-        if column in shown:
-            shown[column] = ["-" if pd.isna(v) else f"{v:.2f}" for v in shown[column]]
+        shown[column] = ["-" if pd.isna(v) else f"{v:.2f}" for v in table[column]]
     shown["map seconds"] = [f"{s:.1f}" for s in table["map_seconds"]]
+    for attack in attacks:
+        shown[ATTACK_NAMES.get(attack, attack)] = [
+            _cell(v, lo, hi, 1) for v, lo, hi in zip(table[attack], table[f"{attack} low"], table[f"{attack} high"],
+                                                     strict=True)]
+    differences = [c for c in table.columns if " - " in c and not c.endswith((" low", " high"))]
+    for column in differences:
+        attack, reference = column.split(" - ")
+        shown[f"{ATTACK_NAMES.get(attack, attack)} - {reference}"] = [
+            "-" if pd.isna(d) else f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            for d, lo, hi in zip(table[column], table[f"{column} low"], table[f"{column} high"], strict=True)]
     return [
         "## DHAT with each mask source (paper table 8)",
         "",
         "Each source's maps of the training images, cut by DHAT's mask rule: coverage (share of pixels marked "
         "background), IoU with the true background, time to compute the maps; then DHAT trained with them "
-        "(one seed) and its accuracy (%) with 95% bootstrap intervals. `data/08_reporting/mask_sources/`.",
+        "(one seed) and its accuracy (%) with 95% bootstrap intervals, and its paired difference (points) to "
+        "Grad-CAM on the same test images (the interval covers the images, not training noise). "
+        "`data/08_reporting/mask_sources/`.",
         "",
-        markdown_table(shown, ["source", "coverage", "iou_true_background", "map seconds", *attacks]),
+        markdown_table(shown, list(shown.columns)),
         "",
     ]

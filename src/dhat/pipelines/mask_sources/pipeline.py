@@ -43,7 +43,7 @@ def _unit() -> Pipeline:
 def create_pipeline(settings: MaskSourceSettings | None = None, **kwargs) -> Pipeline:
     """Data, the mask model, one unit per source and the comparison table."""
     settings = settings or MaskSourceSettings.from_dict(configured_section("mask_sources"))
-    method_section = f"params:{settings.method}.method"
+    method_section = f"params:{settings.namespace}.method"
     units = Pipeline([])
     for source in settings.sources:
         units += Pipeline(_unit(), namespace=f"mask_source__{source}", inputs=_SHARED_DATA,

@@ -29,7 +29,7 @@ def train_grid_point(grid_point: str, sensitivity: dict[str, Any], *inputs: Any)
     method, training = TRAINING_INPUTS.index("params:method"), TRAINING_INPUTS.index("params:training")
     values[method] = with_method_params(values[method], **{parameter: value})
     values[training] = {**values[training], "seed": settings.seed}
-    logger.info("Sensitivity: %s with %s = %g (seed %d)", settings.method, parameter, value, settings.seed)
+    logger.info("Sensitivity: %s with %s = %g (seed %d)", settings.namespace, parameter, value, settings.seed)
     return train_method(*values)
 
 
@@ -59,4 +59,4 @@ def draw_sensitivity(sensitivity: dict[str, Any], method: dict[str, Any],
     parameter = str(table["parameter"].iloc[0])
     default = (method.get("params") or {}).get(parameter)
     default_value = float(default) if isinstance(default, int | float) else None
-    return table, sensitivity_figure(table, parameter, settings.attacks, default_value)
+    return table, sensitivity_figure(table, parameter, settings.attacks, default_value, settings.namespace)

@@ -46,13 +46,13 @@ def _unit(method: str) -> Pipeline:
 def create_pipeline(settings: SensitivitySettings | None = None, **kwargs) -> Pipeline:
     """Data, masks, one unit per grid value, one figure per parameter and the summary table."""
     settings = settings or SensitivitySettings.from_dict(configured_section("sensitivity"))
-    method_section = f"params:{settings.method}.method"
+    method_section = f"params:{settings.namespace}.method"
     units = Pipeline([])
     metrics: dict[str, dict[str, str]] = {}
     for parameter, values in settings.grid.items():
         for value in values:
             namespace = unit_namespace(parameter, value)
-            units += Pipeline(_unit(settings.method), namespace=namespace, inputs=_SHARED_DATA,
+            units += Pipeline(_unit(settings.namespace), namespace=namespace, inputs=_SHARED_DATA,
                               parameters={"params:method": method_section} | {p: p for p in _SHARED_PARAMS})
             metrics.setdefault(parameter, {})[f"v_{value_token(value)}"] = f"{namespace}.metrics"
     figures = Pipeline([
