@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dhat.sweeps import (
@@ -81,6 +82,18 @@ def test_sensitivity_table_is_long_and_sorted_by_value():
     table = sensitivity_table(records)
     assert table[["value", "attack", "accuracy"]].values.tolist() == [
         [0.5, "clean", 75.0], [0.5, "pgd20", 0.0], [2.0, "clean", 50.0], [2.0, "pgd20", 25.0]]
+
+
+def test_sensitivity_runs_are_paired_with_the_run_at_the_default_value():
+    records = [_record({"clean": [1, 1, 0, 0]}, parameter="lambda1", value=1.0),
+               _record({"clean": [1, 1, 1, 0]}, parameter="lambda1", value=0.5),
+               _record({"clean": [0, 1, 0, 0]}, parameter="lambda2", value=2.0)]
+    table = sensitivity_table(records, {"lambda1": 1.0, "lambda2": 1.0}).set_index(["parameter", "value"])
+    assert table.loc[("lambda1", 0.5), "difference"] == pytest.approx(25.0)  # one more image right of four
+    assert table.loc[("lambda1", 1.0), "difference"] == 0.0
+    low, high = table.loc[("lambda1", 0.5), ["difference_low", "difference_high"]]
+    assert low <= 25.0 <= high
+    assert pd.isna(table.loc[("lambda2", 2.0), "difference"])  # the grid has no run at lambda2's default
 
 
 def test_mask_source_table_pairs_every_source_with_gradcam_on_the_same_images():

@@ -179,14 +179,31 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: A
     }
 
 
-def sensitivity_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Long table ``parameter, value, attack, accuracy, low, high, n_images`` from the runs' metrics."""
-    rows = [
-        {"parameter": r["parameter"], "value": float(r["value"]), "attack": attack, "accuracy": a["estimate"],
-         "low": a["low"], "high": a["high"], "n_images": r["n_images"]}
-        for r in records for attack, a in r["accuracy"].items()
-    ]
-    columns = ["parameter", "value", "attack", "accuracy", "low", "high", "n_images"]
+def sensitivity_table(records: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Long table ``parameter, value, attack, accuracy, low, high, n_images`` from the runs' metrics.
+
+    With ``defaults`` (the method's configured parameter values), each run is also compared
+    paired, on the same test images, with the run at its parameter's default value when the
+    grid has it: ``difference``, ``difference_low``, ``difference_high`` in points (the
+    interval covers the choice of images, not training noise).
+    """
+    defaults = defaults or {}
+    base = {r["parameter"]: r for r in records
+            if isinstance(defaults.get(r["parameter"]), int | float) and float(r["value"]) == float(defaults[r["parameter"]])}
+    rows = []
+    for r in records:
+        for attack, a in r["accuracy"].items():
+            row = {"parameter": r["parameter"], "value": float(r["value"]), "attack": attack, "accuracy": a["estimate"],
+                   "low": a["low"], "high": a["high"], "n_images": r["n_images"],
+                   "difference": None, "difference_low": None, "difference_high": None}
+            reference = base.get(r["parameter"])
+            if reference is not None:
+                diff = paired_difference(np.asarray(r["correct"][attack], bool),
+                                         np.asarray(reference["correct"][attack], bool)).interval
+                row |= {"difference": diff.estimate, "difference_low": diff.low, "difference_high": diff.high}
+            rows.append(row)
+    columns = ["parameter", "value", "attack", "accuracy", "low", "high", "n_images", "difference", "difference_low",
+               "difference_high"]
     return pd.DataFrame(rows, columns=columns).sort_values(["parameter", "value"], kind="stable", ignore_index=True)
 
 

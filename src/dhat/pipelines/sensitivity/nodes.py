@@ -46,16 +46,17 @@ def evaluate_grid_point(grid_point: str, sensitivity: dict[str, Any], model_best
     return {"parameter": parameter, "value": value, "seed": settings.seed, **result}
 
 
-def summarise_sensitivity(**unit_metrics: dict[str, Any]) -> pd.DataFrame:
-    """Every run of the grid in one long table (``data/08_reporting/sensitivity/sensitivity.csv``)."""
-    return sensitivity_table(list(unit_metrics.values()))
+def summarise_sensitivity(method: dict[str, Any], **unit_metrics: dict[str, Any]) -> pd.DataFrame:
+    """Every run of the grid in one long table (``data/08_reporting/sensitivity/sensitivity.csv``), each
+    compared paired with the run at its parameter's configured value."""
+    return sensitivity_table(list(unit_metrics.values()), method.get("params") or {})
 
 
 def draw_sensitivity(sensitivity: dict[str, Any], method: dict[str, Any],
                      **unit_metrics: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure]:
     """One parameter's table and figure: clean and robust accuracy against its values (default marked)."""
     settings = SensitivitySettings.from_dict(sensitivity)
-    table = sensitivity_table(list(unit_metrics.values()))
+    table = sensitivity_table(list(unit_metrics.values()), method.get("params") or {})
     parameter = str(table["parameter"].iloc[0])
     default = (method.get("params") or {}).get(parameter)
     default_value = float(default) if isinstance(default, int | float) else None

@@ -62,6 +62,7 @@ def create_pipeline(settings: SensitivitySettings | None = None, **kwargs) -> Pi
         for parameter, runs in metrics.items()
     ])
     every_run = {f"{p}__{key}": name for p, runs in metrics.items() for key, name in runs.items()}
-    summary = Pipeline([Node(summarise_sensitivity, inputs=every_run, outputs="sensitivity_summary",
+    summary = Pipeline([Node(summarise_sensitivity, inputs={"method": method_section, **every_run},
+                             outputs="sensitivity_summary",
                              name="summarise_sensitivity", tags=["reporting"])])
     return data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + units + figures + summary
