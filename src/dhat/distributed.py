@@ -18,11 +18,11 @@ How the ranks stay one training run:
 - Per-sample method state that a rank updates only for its own images (SGLR's soft
   labels, CFA's class-wise accuracies) is combined after each epoch's steps by
   :meth:`dhat.methods.TrainingMethod.synchronise`.
-- Before the epoch-end hooks and validation, rank 0's random state is broadcast, so
-  every rank takes the same decisions (CFA's weight averaging) and rank 0's validation
-  is what a rank would see anywhere.
-- Rank 0 alone validates, logs and writes the resumable state, which holds every rank's
-  random state so that a resumed run continues each rank where it stopped.
+- Before the epoch-end hooks and validation, rank 0's batch-norm buffers and random state
+  are broadcast, so every rank validates the same weights with the same random starts and
+  takes the same decisions (checkpoint selection, CFA's weight averaging).
+- Rank 0 alone logs and writes the resumable state, which holds every rank's random state
+  so that a resumed run continues each rank where it stopped.
 """
 
 from __future__ import annotations
@@ -90,15 +90,6 @@ class Distributed:
         gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
         dist.gather_object(value, gathered, dst=0)
         return gathered
-
-    def scatter(self, values: list[Any] | None) -> Any:
-        """Rank 0 sends ``values[r]`` to rank ``r``; returns this rank's value."""
-        received: list[Any] = [None]
-        dist.scatter_object_list(received, values if self.is_main else None, src=0)
-        return received[0]
-
-    def barrier(self) -> None:
-        dist.barrier()
 
 
 def shard(index: torch.Tensor, context: Distributed | None) -> torch.Tensor:
