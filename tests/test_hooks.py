@@ -43,6 +43,8 @@ def _with(params, path, value):
         ("transfer.n_images", 0, "transfer.n_images"),
         ("data.source", "mnist", "data.source='mnist'"),
         ("model.name", "vit", "model.name='vit'"),
+        ("analysis.attention_shift.steps", 0, "analysis.attention_shift.steps"),
+        ("analysis.robustness_vs_eps.attacks", ["autoattack"], "analysis.robustness_vs_eps.attacks"),
     ],
 )
 def test_bad_parameters_are_named(base_params, path, value, message):
@@ -66,3 +68,16 @@ def test_study_namespaces_are_checked_against_their_methods_section(base_params)
     _check(base_params, study)
     with pytest.raises(ValueError, match="dhat_plus"):
         _check(_with(base_params, "dhat_true_masks.method.name", "dhat_plus"), study)
+
+
+def test_sweep_sections_are_checked_when_their_pipeline_runs(base_params):
+    pipelines = register_pipelines()
+    bad_grid = _with(base_params, "sensitivity.attacks", ["autoattack"])
+    _check(bad_grid, pipelines["train_eval"])  # train_eval reads no sensitivity section
+    with pytest.raises(ValueError, match="sensitivity.attacks"):
+        _check(bad_grid, pipelines["sensitivity"])
+    with pytest.raises(ValueError, match="mask_sources.sources='saliency'"):
+        _check(_with(base_params, "mask_sources.sources", ["saliency"]), pipelines["mask_sources"])
+    # The sensitivity units vary dhat: its method section is what they check.
+    with pytest.raises(ValueError, match="dhat_plus"):
+        _check(_with(base_params, "dhat.method.name", "dhat_plus"), pipelines["sensitivity"])

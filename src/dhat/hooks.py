@@ -29,16 +29,18 @@ class ParameterValidationHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
         stages: set[str] = set()
         namespaces: set[str] = set()
+        sections: set[str] = set()
         for node in pipeline.nodes:
             node_stages = set(node.tags) & set(STAGES)
             stages |= node_stages
+            sections |= {name.removeprefix("params:").split(".")[0] for name in node.inputs if name.startswith("params:")}
             if node_stages & _PER_METHOD_STAGES:
                 # The method's section is the parameter the node reads as "<section>.method": "dhat" for
                 # the namespace dhat, for study_seed1.dhat, and for a sensitivity unit that varies dhat.
                 namespaces |= {name.removeprefix("params:").removesuffix(".method") for name in node.inputs
                                if name.startswith("params:") and name.endswith(".method")}
         params = catalog.load("parameters")
-        validate_parameters(params, stages, sorted(namespaces))
+        validate_parameters(params, stages, sorted(namespaces), sections)
         logger.info("Parameters checked for stages %s and methods %s", sorted(stages), sorted(namespaces) or "-")
 
 

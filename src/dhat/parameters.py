@@ -17,6 +17,7 @@ from dhat.evaluation.sections import EvaluationSettings, TransferSettings
 from dhat.fitting import split_method_params
 from dhat.methods import create_method
 from dhat.models import available_models
+from dhat.sweeps import MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
 
 __all__ = ["STAGES", "validate_parameters"]
@@ -53,13 +54,24 @@ def _validate_method(params: Mapping[str, Any], namespace: str) -> None:
         TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
 
 
-def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namespaces: Iterable[str]) -> None:
+#: Parameter sections read as a whole by some nodes, validated when a node of the run reads them.
+SECTION_SETTINGS: dict[str, Any] = {
+    "analysis": AnalysisSettings,
+    "sensitivity": SensitivitySettings,
+    "mask_sources": MaskSourceSettings,
+}
+
+
+def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namespaces: Iterable[str],
+                        sections: Iterable[str] = ()) -> None:
     """Raise ``ValueError`` naming the first invalid parameter of the stages that will run.
 
     Args:
         params: the run's merged parameters (``conf/`` + ``--params``).
         stages: which of :data:`STAGES` the run contains.
         namespaces: method namespaces whose training or evaluation runs.
+        sections: top-level parameter sections the run's nodes read (those of
+            :data:`SECTION_SETTINGS` are validated).
     """
     stages = set(stages)
     unknown = sorted(stages - set(STAGES))
@@ -80,7 +92,7 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         _validate_method(params, namespace)
     if "evaluation" in stages:
         EvaluationSettings.from_dict(params.get("evaluation"))
-    if "analysis" in stages:
-        AnalysisSettings.from_dict(params.get("analysis"))
+    for section in sorted(set(sections) & set(SECTION_SETTINGS)):
+        SECTION_SETTINGS[section].from_dict(params.get(section))
     if "transfer" in stages:
         TransferSettings.from_dict(params.get("transfer"))
