@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dhat.attacks import batchnorm_mode
 from dhat.models import ImageClassifier
 
-__all__ = ["grad_cam", "grad_cam_batched", "foreground_iou", "quantize_masks", "dequantize_masks"]
+__all__ = ["grad_cam", "grad_cam_batched", "region_iou", "foreground_iou", "quantize_masks", "dequantize_masks"]
 
 
 def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,16 +51,19 @@ def grad_cam_batched(
     return torch.cat(maps) if maps else images.new_zeros((0, *images.shape[-2:]))
 
 
-def foreground_iou(attention: torch.Tensor, true_foreground: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Per-image IoU between ``attention >= threshold`` and a boolean foreground mask.
-
-    An image where both regions are empty counts as IoU 1 (perfect agreement).
-    """
-    predicted = attention >= threshold
-    truth = true_foreground.bool()
-    intersection = (predicted & truth).flatten(1).sum(1).float()
-    union = (predicted | truth).flatten(1).sum(1).float()
+def region_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image IoU of two boolean ``[N, H, W]`` regions; 1 where both are empty (perfect agreement)."""
+    if a.shape != b.shape:
+        raise ValueError(f"regions must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = a.bool().flatten(1), b.bool().flatten(1)
+    intersection = (a & b).sum(1).float()
+    union = (a | b).sum(1).float()
     return torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
+
+
+def foreground_iou(attention: torch.Tensor, true_foreground: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per-image IoU between ``attention >= threshold`` and a boolean foreground mask (see :func:`region_iou`)."""
+    return region_iou(attention >= threshold, true_foreground)
 
 
 def quantize_masks(maps: torch.Tensor) -> torch.Tensor:

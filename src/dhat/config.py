@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["parse_pixel_value", "check_non_negative", "dataclass_from_dict", "resolve_device", "device_label"]
+__all__ = ["parse_pixel_value", "positive_radii", "check_non_negative", "dataclass_from_dict", "resolve_device", "device_label"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,14 @@ def parse_pixel_value(value: Any, name: str) -> float:
         except (ValueError, ZeroDivisionError):
             pass
     raise ValueError(f"{name} must be a number or a fraction like '8/255', got {value!r}")
+
+
+def positive_radii(values: Any, name: str) -> tuple[float, ...]:
+    """A non-empty list of radii (``8/255`` or numbers) as sorted, distinct positive floats; errors name ``name``."""
+    radii = tuple(parse_pixel_value(r, name) for r in (values or ()))
+    if not radii or any(r <= 0 for r in radii):
+        raise ValueError(f"{name} must be positive radii such as 8/255, got {list(values or ())}")
+    return tuple(sorted(set(radii)))
 
 
 def check_non_negative(values: Any, section: str, *names: str) -> None:

@@ -22,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from dhat.attention import region_iou
+
 __all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "LOW_COVERAGE"]
 
 MASK_RULES = ("absolute", "quantile")
@@ -87,9 +89,7 @@ def mask_statistics(
         if tuple(true_foreground.shape) != tuple(maps.shape):
             raise ValueError(f"true_foreground must have the maps' shape {tuple(maps.shape)}, got {tuple(true_foreground.shape)}")
         truth = ~true_foreground.bool()
-        intersection = (background & truth).flatten(1).sum(1).float()
-        union = (background | truth).flatten(1).sum(1).float()
-        iou = torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
+        iou = region_iou(background, truth)
         stats["iou_true_background"] = float(iou.mean()) if iou.numel() else None
         stats["true_background_share"] = float(truth.flatten(1).float().mean()) if truth.numel() else None
     return stats

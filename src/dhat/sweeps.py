@@ -9,6 +9,7 @@ Kedro pipelines make one namespace per grid value or source from these lists.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dhat.config import dataclass_from_dict
+from dhat.checkpoints import load_classifier
+from dhat.config import dataclass_from_dict, resolve_device
 from dhat.evaluation.config import AttackSuiteConfig
+from dhat.evaluation.sections import EvaluationSettings
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval, paired_difference
+from dhat.tensors import to_device_set
 
 __all__ = [
     "SensitivitySettings",
@@ -31,6 +35,7 @@ __all__ = [
     "grid_value",
     "with_method_params",
     "score",
+    "score_checkpoint",
     "sensitivity_table",
     "mask_source_table",
 ]
@@ -169,7 +174,7 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: A
     "n_images": n}`` (JSON-ready).
     """
     pgd = sorted({int(a[3:]) for a in attacks if a.startswith("pgd")}) or [10]
-    config = AttackSuiteConfig(**{**vars(suite), "pgd_steps": tuple(pgd), "autoattack": False})
+    config = dataclasses.replace(suite, pgd_steps=tuple(pgd), autoattack=False)
     results = evaluate_attacks(model, images, labels, config, attacks=list(attacks))
     flags = {name: results["per_sample"][name].numpy() for name in ("clean", *attacks)}
     return {
@@ -177,6 +182,15 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: A
         "correct": {name: f.astype(int).tolist() for name, f in flags.items()},
         "n_images": int(images.shape[0]),
     }
+
+
+def score_checkpoint(checkpoint: Mapping[str, Any], test_set: Mapping[str, np.ndarray],
+                     evaluation: Mapping[str, Any], attacks: Sequence[str], device: str) -> dict[str, Any]:
+    """:func:`score` of a saved checkpoint on every test image, with the ``evaluation`` section's attack settings."""
+    suite = EvaluationSettings.from_dict(evaluation).suite
+    torch_device = resolve_device(device)
+    test = to_device_set(test_set, torch_device, name="test_set")
+    return score(load_classifier(checkpoint, torch_device), test.float_images(), test.labels, suite, attacks)
 
 
 def sensitivity_table(records: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from dhat.attacks import cross_entropy_loss, signed_gradient_attack
-from dhat.attention import grad_cam
-from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.attention import grad_cam, region_iou
+from dhat.config import dataclass_from_dict, positive_radii
 from dhat.evaluation.inference import check_inputs, evaluation_context, iterate_batches
 from dhat.intervals import mean_interval
 from dhat.masks import MaskRule, background_mask
@@ -59,10 +59,7 @@ class AttentionShiftConfig:
 
     def __post_init__(self) -> None:
         section = "analysis.attention_shift"
-        radii = tuple(parse_pixel_value(r, f"{section}.radii") for r in self.radii)
-        if not radii or any(r <= 0 for r in radii):
-            raise ValueError(f"{section}.radii must be positive radii such as 4/255, got {list(self.radii)}")
-        object.__setattr__(self, "radii", tuple(sorted(set(radii))))
+        object.__setattr__(self, "radii", positive_radii(self.radii, f"{section}.radii"))
         if self.steps < 1:
             raise ValueError(f"{section}.steps must be >= 1, got {self.steps}")
         if not 0.0 < float(self.attention_share) < 1.0:
@@ -84,16 +81,6 @@ class AttentionShiftConfig:
 def attention_region(maps: torch.Tensor, share: float) -> torch.Tensor:
     """Boolean ``[N, H, W]``: the ``round(share * H * W)`` most attended pixels of each map (ties by position)."""
     return ~background_mask(maps, MaskRule(rule="quantile", background_share=1.0 - share))
-
-
-def region_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image IoU of two boolean ``[N, H, W]`` regions; 1 where both are empty."""
-    if a.shape != b.shape:
-        raise ValueError(f"regions must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    a, b = a.bool().flatten(1), b.bool().flatten(1)
-    intersection = (a & b).sum(1).float()
-    union = (a | b).sum(1).float()
-    return torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
 
 
 def shifted_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, steps: int) -> torch.Tensor:

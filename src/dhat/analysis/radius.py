@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.config import dataclass_from_dict, positive_radii
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval
@@ -53,10 +53,7 @@ class RadiusSweepConfig:
 
     def __post_init__(self) -> None:
         section = "analysis.robustness_vs_eps"
-        radii = tuple(parse_pixel_value(r, f"{section}.radii") for r in self.radii)
-        if not radii or any(r <= 0 for r in radii):
-            raise ValueError(f"{section}.radii must be positive radii such as 8/255, got {list(self.radii)}")
-        object.__setattr__(self, "radii", tuple(sorted(set(radii))))
+        object.__setattr__(self, "radii", positive_radii(self.radii, f"{section}.radii"))
         unknown = [a for a in self.attacks if a not in _ATTACKS]
         if unknown or not self.attacks:
             raise ValueError(f"{section}.attacks must be a non-empty list among {', '.join(_ATTACKS)}, got {list(self.attacks)}")

@@ -18,7 +18,7 @@ from dhat.analysis import AnalysisSettings, attention_shift, compute_cost_table,
 from dhat.analysis.figures import attention_shift_figure, robustness_vs_eps_figure
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.data.splits import index_set, stratified_indices
+from dhat.data.splits import take_subset
 from dhat.methods.catalog import order_methods
 from dhat.tensors import to_device_set
 
@@ -26,9 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def _test_subset(test_set: dict[str, np.ndarray], n_images: int | None, seed: int, device: Any):
-    n_test = len(test_set["labels"])
-    positions = stratified_indices(test_set["labels"], min(n_images or n_test, n_test), seed=seed)
-    return to_device_set(index_set(test_set, positions), device, name="test_set")
+    """The fixed class-stratified subset of the test split (all of it for ``None``), on ``device``."""
+    return to_device_set(take_subset(test_set, n_images, seed=seed), device, name="test_set")
 
 
 def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],

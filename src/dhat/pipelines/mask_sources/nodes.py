@@ -13,10 +13,8 @@ import pandas as pd
 from dhat.attention import quantize_masks
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.evaluation.sections import EvaluationSettings
-from dhat.pipelines.training.nodes import train_method
-from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.sweeps import MaskSourceSettings, mask_source_table, score, with_method_params
+from dhat.pipelines.training.nodes import train_method_with
+from dhat.sweeps import MaskSourceSettings, mask_source_table, score_checkpoint
 from dhat.tensors import to_device_set
 
 logger = logging.getLogger(__name__)
@@ -57,11 +55,8 @@ def compute_source_maps(source: str, mask_model_checkpoint: dict[str, Any], trai
 def train_with_source(source: str, mask_sources: dict[str, Any], *inputs: Any):
     """:func:`~dhat.pipelines.training.nodes.train_method` on this source's maps (``true``: the exact true background)."""
     settings = MaskSourceSettings.from_dict(mask_sources)
-    values = list(inputs)
-    method, training = TRAINING_INPUTS.index("params:method"), TRAINING_INPUTS.index("params:training")
-    values[method] = with_method_params(values[method], mask_source="true" if source == TRUE_SOURCE else "gradcam")
-    values[training] = {**values[training], "seed": settings.seed}
-    return train_method(*values)
+    mask_source = "true" if source == TRUE_SOURCE else "gradcam"
+    return train_method_with(inputs, seed=settings.seed, method_params={"mask_source": mask_source})
 
 
 def evaluate_source(source: str, mask_sources: dict[str, Any], map_summary: dict[str, Any],
@@ -69,11 +64,7 @@ def evaluate_source(source: str, mask_sources: dict[str, Any], map_summary: dict
                     device: str) -> dict[str, Any]:
     """Clean and the sweep's attacks on every test image, with the masks' coverage and IoU used in training."""
     settings = MaskSourceSettings.from_dict(mask_sources)
-    suite = EvaluationSettings.from_dict(evaluation).suite
-    torch_device = resolve_device(device)
-    test = to_device_set(test_set, torch_device, name="test_set")
-    result = score(load_classifier(model_best, torch_device), test.float_images(), test.labels, suite,
-                   settings.attacks)
+    result = score_checkpoint(model_best, test_set, evaluation, settings.attacks, device)
     return {"source": source, "seed": settings.seed, "map_seconds": map_summary["map_seconds"],
             "masks": model_best["metadata"].get("masks"), **result}
 

@@ -10,13 +10,8 @@ import numpy as np
 import pandas as pd
 
 from dhat.analysis.figures import sensitivity_figure
-from dhat.checkpoints import load_classifier
-from dhat.config import resolve_device
-from dhat.evaluation.sections import EvaluationSettings
-from dhat.pipelines.training.nodes import train_method
-from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.sweeps import SensitivitySettings, grid_value, score, sensitivity_table, with_method_params
-from dhat.tensors import to_device_set
+from dhat.pipelines.training.nodes import train_method_with
+from dhat.sweeps import SensitivitySettings, grid_value, score_checkpoint, sensitivity_table
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +20,8 @@ def train_grid_point(grid_point: str, sensitivity: dict[str, Any], *inputs: Any)
     """:func:`~dhat.pipelines.training.nodes.train_method` with one grid value (``"lambda1=0p5"``) and the sweep's seed."""
     settings = SensitivitySettings.from_dict(sensitivity)
     parameter, value = grid_value(settings, grid_point)
-    values = list(inputs)
-    method, training = TRAINING_INPUTS.index("params:method"), TRAINING_INPUTS.index("params:training")
-    values[method] = with_method_params(values[method], **{parameter: value})
-    values[training] = {**values[training], "seed": settings.seed}
     logger.info("Sensitivity: %s with %s = %g (seed %d)", settings.namespace, parameter, value, settings.seed)
-    return train_method(*values)
+    return train_method_with(inputs, seed=settings.seed, method_params={parameter: value})
 
 
 def evaluate_grid_point(grid_point: str, sensitivity: dict[str, Any], model_best: dict[str, Any],
@@ -38,11 +29,7 @@ def evaluate_grid_point(grid_point: str, sensitivity: dict[str, Any], model_best
     """Clean and the sweep's attacks on every test image, with intervals and per-image flags."""
     settings = SensitivitySettings.from_dict(sensitivity)
     parameter, value = grid_value(settings, grid_point)
-    suite = EvaluationSettings.from_dict(evaluation).suite
-    torch_device = resolve_device(device)
-    test = to_device_set(test_set, torch_device, name="test_set")
-    result = score(load_classifier(model_best, torch_device), test.float_images(), test.labels, suite,
-                   settings.attacks)
+    result = score_checkpoint(model_best, test_set, evaluation, settings.attacks, device)
     return {"parameter": parameter, "value": value, "seed": settings.seed, **result}
 
 

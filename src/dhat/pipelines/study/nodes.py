@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhat.pipelines.training.nodes import train_method
-from dhat.pipelines.training.pipeline import TRAINING_INPUTS
+from dhat.pipelines.training.nodes import train_method_with
 from dhat.study import stack_runs, study_markdown, study_paired_table, study_table
 
 logger = logging.getLogger(__name__)
@@ -17,10 +16,7 @@ logger = logging.getLogger(__name__)
 
 def train_method_with_seed(seed: int, *inputs: Any) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """:func:`~dhat.pipelines.training.nodes.train_method` (same inputs, after ``seed``) with this replicate's seed."""
-    values = list(inputs)
-    position = TRAINING_INPUTS.index("params:training")
-    values[position] = {**values[position], "seed": seed}
-    return train_method(*values)
+    return train_method_with(inputs, seed=seed)
 
 
 def aggregate_study(**results: Any) -> tuple[pd.DataFrame, pd.DataFrame, str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dhat.fitting import fit
+from dhat.sweeps import with_method_params
 
 
 def train_method(
@@ -30,3 +33,22 @@ def train_method(
     """
     return fit(train_set, val_set, attention_masks, dataset_info, method, model, training, device,
                state_path=training_state)
+
+
+#: Position of each argument of :func:`train_method` (the order of the node's inputs).
+_POSITION = {name: i for i, name in enumerate(inspect.signature(train_method).parameters)}
+
+
+def train_method_with(inputs: Sequence[Any], *, seed: int | None = None,
+                      method_params: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """:func:`train_method` on its node inputs with the training seed and/or method hyper-parameters replaced.
+
+    For the units that train one configured method several ways (study seeds, sensitivity
+    values, mask sources) without a YAML section per variant.
+    """
+    values = list(inputs)
+    if seed is not None:
+        values[_POSITION["training"]] = {**values[_POSITION["training"]], "seed": seed}
+    if method_params:
+        values[_POSITION["method"]] = with_method_params(values[_POSITION["method"]], **method_params)
+    return train_method(*values)
