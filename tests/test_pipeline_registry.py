@@ -91,3 +91,28 @@ def test_the_kedro_env_environment_changes_the_grid(monkeypatch):
     assert grid["lambda1"] == [0.0, 1.0] and grid["lambda2"] == [1.0]  # soft merge keeps base's other keys
     monkeypatch.chdir("/")
     assert configured_section("sensitivity") == {}
+
+
+def test_the_extended_study_adds_seeds_and_writes_its_own_aggregates(monkeypatch):
+    """`KEDRO_ENV=study_extended` reuses the five-seed study's units and never overwrites its tables."""
+    from kedro.config import OmegaConfigLoader
+
+    from dhat.pipelines.composition import configured_section
+    from dhat.study import StudySettings
+
+    base = StudySettings.from_dict(configured_section("study"))
+    monkeypatch.setenv("KEDRO_ENV", "study_extended")
+    extended = StudySettings.from_dict(configured_section("study"))
+    from dhat.pipelines.study.pipeline import STUDY_GROUPS
+
+    assert base.methods is None and set(base.seeds) < set(extended.seeds)
+    assert set(extended.methods) <= set(namespaces(STUDY_GROUPS))
+    trained = {n.namespace for n in register_pipelines()["study"].nodes if "training" in n.tags}
+    assert trained == {f"study_seed{s}.{m}" for s in extended.seeds for m in extended.methods}
+
+    def aggregate_paths(env):
+        catalog = OmegaConfigLoader("conf", base_env="base", default_run_env=env)["catalog"]
+        return {name: catalog[name]["filepath"] for name in ("study_table", "study_paired_table", "study_report")}
+
+    base_paths, extended_paths = aggregate_paths("base"), aggregate_paths("study_extended")
+    assert not set(base_paths.values()) & set(extended_paths.values())
