@@ -38,6 +38,7 @@ PAIRED_COMPARISONS: tuple[tuple[str, str], ...] = (
     ("dhat", "pgd_at"),
     ("dhat_true_masks", "dhat"),
     ("dhat_true_masks", "uiat"),
+    ("dhat_true_masks", "pgd_at"),  # can better masks close DHAT's gap to PGD-AT?
     ("uiat", "pgd_at"),
     ("dhat", "dhat_absolute_mask"),
     ("dhat", "dhat_floe_reference"),
