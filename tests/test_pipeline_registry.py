@@ -98,13 +98,12 @@ def test_the_extended_study_adds_seeds_and_writes_its_own_aggregates(monkeypatch
     from kedro.config import OmegaConfigLoader
 
     from dhat.pipelines.composition import configured_section
+    from dhat.pipelines.study.pipeline import STUDY_GROUPS
     from dhat.study import StudySettings
 
     base = StudySettings.from_dict(configured_section("study"))
     monkeypatch.setenv("KEDRO_ENV", "study_extended")
     extended = StudySettings.from_dict(configured_section("study"))
-    from dhat.pipelines.study.pipeline import STUDY_GROUPS
-
     assert base.methods is None and set(base.seeds) < set(extended.seeds)
     assert set(extended.methods) <= set(namespaces(STUDY_GROUPS))
     trained = {n.namespace for n in register_pipelines()["study"].nodes if "training" in n.tags}
