@@ -92,11 +92,12 @@ class Distributed:
         return gathered
 
 
-def shard(index: torch.Tensor, context: Distributed | None) -> torch.Tensor:
-    """This rank's contiguous slice of a batch's indices (``torch.tensor_split``: sizes differ by at most one)."""
+def shard(batch: torch.Tensor, context: Distributed | None) -> torch.Tensor:
+    """This rank's contiguous slice of a batch tensor along its first dimension, a view
+    (``torch.tensor_split``: sizes differ by at most one); the whole tensor in a single process."""
     if context is None:
-        return index
-    return index.tensor_split(context.world_size)[context.rank]
+        return batch
+    return batch.tensor_split(context.world_size)[context.rank]
 
 
 def data_parallel(model: nn.Module, context: Distributed | None) -> nn.Module:

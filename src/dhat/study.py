@@ -22,6 +22,7 @@ from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name
 
 __all__ = ["STUDY_ATTACKS", "StudySettings", "reported_attacks", "stack_runs", "study_table", "study_paired_table", "study_markdown"]
 
+
 @dataclass(frozen=True)
 class StudySettings:
     """``study``: the training seeds and the methods of the multi-seed study (they make its namespaces).

@@ -86,8 +86,11 @@ class MlflowTrackingHook:
         for name, value in outputs.items():
             prefix, _, kind = name.rpartition(".")
             if kind == "history" and isinstance(value, pd.DataFrame) and "epoch" in value:
+                per_epoch: dict[int, dict[str, float]] = {}
                 for key, number, epoch in epoch_metrics(prefix, value):
-                    mlflow.log_metric(key, number, step=epoch)
+                    per_epoch.setdefault(epoch, {})[key] = number
+                for epoch, numbers in per_epoch.items():  # one call per epoch, not one per metric
+                    mlflow.log_metrics(numbers, step=epoch)
             elif kind == "metrics" and isinstance(value, Mapping):
                 mlflow.log_metrics(final_metrics(prefix, value))
             elif "reporting" in node.tags:

@@ -267,11 +267,9 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
             flip=config.flip,
             generator=data_rng,
         )
-        if distributed is not None:  # this rank's slice of the batch, crops drawn for the whole of it
-            part = shard(torch.arange(whole.numel(), device=whole.device), distributed)
-            index, x, masks = whole[part], x[part], None if masks is None else masks[part]
-        else:
-            index = whole
+        # This rank's slice of the batch (views), its crops drawn for the whole of it; the batch itself in one process.
+        index, x = shard(whole, distributed), shard(x, distributed)
+        masks = None if masks is None else shard(masks, distributed)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         batch = Batch(x=x, y=train_set.labels[index], indices=index, masks=masks, epoch=epoch, num_epochs=config.epochs)
