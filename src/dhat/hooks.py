@@ -11,6 +11,7 @@ from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 
 from dhat.parameters import STAGES, validate_parameters
+from dhat.pipelines.composition import build_env, configured_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,48 @@ class ParameterValidationHook:
                 namespaces |= {name.removeprefix("params:").removesuffix(".method") for name in node.inputs
                                if name.startswith("params:") and name.endswith(".method")}
         params = catalog.load("parameters")
+        if "env" in run_params:
+            _check_build_environment(run_params)
+            _log_left_out_units(run_params)
         validate_parameters(params, stages, sorted(namespaces), sections)
         logger.info("Parameters checked for stages %s and methods %s", sorted(stages), sorted(namespaces) or "-")
+
+
+def _selected(run_params: dict[str, Any]) -> list[str]:
+    return list(run_params.get("pipeline_names") or ["__default__"])
+
+
+def _check_build_environment(run_params: dict[str, Any]) -> None:
+    """Stop when the run's environment would give the selected pipelines other units than they were built with.
+
+    Kedro builds the pipelines before it reads ``--env``; the project's ``kedro run`` sets
+    ``KEDRO_ENV`` from ``--env`` so the two agree. A session created in code with another
+    ``env`` than ``KEDRO_ENV`` gets here.
+    """
+    from dhat.pipeline_registry import register_pipelines  # noqa: PLC0415 - the registry imports every pipeline
+
+    built, wanted = build_env(), run_params.get("env") or None
+    if (built or "local") == (wanted or "local"):
+        return
+    as_built, as_wanted = register_pipelines(built), register_pipelines(wanted)
+    for name in _selected(run_params):
+        if name in as_built and {n.name for n in as_built[name].nodes} != {n.name for n in as_wanted[name].nodes}:
+            raise ValueError(
+                f"pipeline {name!r} was built from the {built or 'base'} configuration (KEDRO_ENV), but this run uses "
+                f"the environment {wanted!r}, whose lists give it other units; Kedro builds pipelines before it reads "
+                f"--env. Run it as: KEDRO_ENV={wanted} kedro run --pipelines={name} (or export KEDRO_ENV={wanted})"
+            )
+
+
+def _log_left_out_units(run_params: dict[str, Any]) -> None:
+    """Say which units the selected pipelines leave out because the configured data cannot serve them."""
+    from dhat.pipeline_registry import planned_units  # noqa: PLC0415
+
+    plans = planned_units(configured_parameters(build_env()))
+    names = ["train_eval" if name == "__default__" else name for name in _selected(run_params)]
+    for name in names:
+        for unit, why in plans.get(name, ((), {}))[1].items():
+            logger.info("%s leaves out %s: %s", name, unit, why)
 
 
 #: Suffix of the node input that names a training node's resumable state (see the catalog).

@@ -8,19 +8,22 @@ every section the run will use with the same core code the nodes use.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from dhat.analysis.settings import AnalysisSettings
 from dhat.config import resolve_device
-from dhat.data.registry import check_source
+from dhat.data.capabilities import Requirement, describe_unmet, unmet_requirements
+from dhat.data.registry import check_source, source_provides
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
 from dhat.fitting import split_method_params
 from dhat.methods import create_method
 from dhat.models import available_models
-from dhat.sweeps import MaskSourceSettings, SensitivitySettings
+from dhat.reference_model import MaskModelSettings
+from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
 
-__all__ = ["STAGES", "validate_parameters"]
+__all__ = ["STAGES", "method_requirements", "run_requirements", "validate_parameters"]
 
 #: The stages a node can belong to (its Kedro tag); the hook reads them from the pipeline.
 STAGES = ("data_ingestion", "mask_precomputation", "training", "evaluation", "analysis", "transfer", "reporting")
@@ -34,11 +37,87 @@ def _validate_model(model: Mapping[str, Any] | None, section: str) -> None:
         raise ValueError(f"{section}.name={model['name']!r} is not a known architecture; choose one of {names}")
 
 
+def _validate_size(value: Any, key: str) -> None:
+    """``data.train_size`` / ``data.test_size``: null, a count >= 1 or a fraction in (0, 1)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a count (int >= 1), a fraction in (0, 1) (float) or null (all), got {value!r}")
+    if isinstance(value, float) and not 0.0 < value < 1.0:
+        raise ValueError(f"{key} as a fraction must lie in (0, 1), got {value}; pass an int for a count")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{key} must be >= 1 (or null for all images), got {value}")
+
+
 def _validate_data(data: Mapping[str, Any]) -> None:
     source = check_source(data.get("source", "embedded"))
     rho = data.get("embedded", {}).get("rho_train")
     if source == "embedded" and rho is not None and not 0.0 <= float(rho) <= 1.0:
         raise ValueError(f"data.embedded.rho_train must be in [0, 1], got {rho}")
+    for key in ("train_size", "test_size"):
+        _validate_size(data.get(key), f"data.{key}")
+    if source == "image_folder" and data.get("root") and not Path(str(data["root"])).is_dir():
+        raise ValueError(f"data.root={str(data['root'])!r} does not exist; the image_folder source needs a folder "
+                         "<root>/{train,test}/<class>/<image> (set data.root, e.g. --params data.root=<folder>)")
+    masks = data.get("external_masks")
+    if masks and not Path(str(masks)).exists():
+        raise ValueError(f"data.external_masks={str(masks)!r} does not exist; give a folder of per-image masks "
+                         "mirroring the image folder, or a .npy/.npz array aligned with the training images")
+
+
+def _found_key(section: Mapping[str, Any], key: str, prefix: str) -> str | None:
+    """The dotted path of the first ``key`` in the nested ``section`` (``dhat_awp.method.params.base.mask_source``)."""
+    for name, value in section.items():
+        if name == key:
+            return f"{prefix}.{name}"
+        if isinstance(value, Mapping):
+            found = _found_key(value, key, f"{prefix}.{name}")
+            if found:
+                return found
+    return None
+
+
+_FIXES = {
+    "true": "leave {ns} out of the run (--namespaces with the other methods), or train on data that has them "
+            "(data.source: embedded). Composite pipelines leave it out by themselves when the data configured in "
+            "conf/<env> has none: set data.source there rather than with --params",
+    "external": "set data.external_masks to the folder or array of masks (docs/data.md) and rerun data_ingestion, "
+                "or train {ns} with mask_source: gradcam",
+}
+
+
+def method_requirements(params: Mapping[str, Any], namespace: str) -> list[Requirement]:
+    """What the method of ``namespace`` (its ``<namespace>.method`` section) needs from the data.
+
+    Raises:
+        ValueError: for an invalid method section (as :func:`validate_parameters`).
+    """
+    section = params.get(namespace)
+    if not isinstance(section, Mapping) or not isinstance(section.get("method"), Mapping):
+        return []
+    name, hyper, _ = split_method_params(section["method"], f"{namespace}.method")
+    method = create_method(name, hyper, section=f"{namespace}.method.params")
+    settings = method.mask_settings() if method.needs_masks else None
+    if settings is None or settings.needs is None:
+        return []
+    key = (_found_key(section["method"].get("params") or {}, "mask_source", f"{namespace}.method.params")
+           or f"{namespace}.method.params.mask_source (the method's default)")
+    return [Requirement(settings.needs, namespace, f"{key}: {settings.source}", _FIXES[settings.source].format(ns=namespace))]
+
+
+def _mask_source_requirements(params: Mapping[str, Any]) -> list[Requirement]:
+    settings = MaskSourceSettings.from_dict(params.get("mask_sources"))
+    return [Requirement(DATA_MASK_SOURCES[s], "mask_sources", f"mask_sources.sources: [..., {s}, ...]",
+                        f"remove {s!r} from mask_sources.sources in conf/<env>/parameters_mask_sources.yml")
+            for s in settings.sources if s in DATA_MASK_SOURCES]
+
+
+def run_requirements(params: Mapping[str, Any], namespaces: Iterable[str], sections: Iterable[str] = ()) -> list[Requirement]:
+    """Everything the run's methods (``namespaces``) and whole-section readers (``sections``) need from the data."""
+    needs = [r for ns in namespaces for r in method_requirements(params, ns)]
+    if "mask_sources" in set(sections):
+        needs += _mask_source_requirements(params)
+    return needs
 
 
 def _validate_method(params: Mapping[str, Any], namespace: str) -> None:
@@ -83,8 +162,11 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         _validate_data(params.get("data", {}))
     if "mask_precomputation" in stages:
         mask = params.get("mask_model", {})
-        _validate_model(mask.get("model"), "mask_model.model")
-        TrainingConfig.from_dict(mask.get("training"), section="mask_model.training")
+        settings = MaskModelSettings.from_dict(mask)
+        if not settings.pretrained:
+            _validate_model(mask.get("model"), "mask_model.model")
+        if not settings.loads:
+            TrainingConfig.from_dict(mask.get("training"), section="mask_model.training")
     if "training" in stages:
         _validate_model(params.get("model"), "model")
         TrainingConfig.from_dict(params.get("training"), section="training")
@@ -96,3 +178,10 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         SECTION_SETTINGS[section].from_dict(params.get(section))
     if "transfer" in stages:
         TransferSettings.from_dict(params.get("transfer"))
+    needs = run_requirements(params, namespaces, sections)
+    if needs:
+        data = params.get("data", {})
+        provided = source_provides(data)
+        unmet = unmet_requirements(needs, provided)
+        if unmet:
+            raise ValueError(describe_unmet(unmet, data, provided))

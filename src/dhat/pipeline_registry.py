@@ -8,9 +8,15 @@ Which methods a composite trains comes from the groups of the method catalog
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from kedro.pipeline import Pipeline
 
+from dhat.data.capabilities import Requirement
 from dhat.methods.catalog import GROUPS, namespaces
+from dhat.parameters import method_requirements
 from dhat.pipelines import (
     analysis,
     data_ingestion,
@@ -23,6 +29,10 @@ from dhat.pipelines import (
     training,
     transfer,
 )
+from dhat.pipelines.composition import configured_parameters, usable_units
+from dhat.pipelines.study.pipeline import study_methods
+from dhat.study import StudySettings
+from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 
 #: Composite pipeline -> the catalog groups whose methods it trains and evaluates.
 COMPOSITES: dict[str, tuple[str, ...]] = {
@@ -49,9 +59,42 @@ def train_eval(methods: tuple[str, ...]) -> Pipeline:
     )
 
 
-def register_pipelines() -> dict[str, Pipeline]:
-    """Map pipeline names to pipelines (``kedro run --pipelines=<name>``)."""
-    composites = {name: train_eval(namespaces(groups)) for name, groups in COMPOSITES.items()}
+def _source_needs(source: str) -> list[Requirement]:
+    if source not in DATA_MASK_SOURCES:
+        return []
+    return [Requirement(DATA_MASK_SOURCES[source], "mask_sources", f"mask_sources.sources: {source}", "")]
+
+
+def planned_units(params: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+    """Per pipeline whose units depend on the data, ``(units it runs, {unit left out: why})``.
+
+    A unit is left out when the configured data cannot serve it: DHAT's oracle (true
+    foreground masks) and the ``true`` mask source on CIFAR or an image folder, a method
+    with external masks when ``data.external_masks`` is not set.
+    """
+    def methods_needs(namespace: str) -> list[Requirement]:
+        return method_requirements(params, namespace)
+
+    plans = {name: usable_units(namespaces(groups), methods_needs, params) for name, groups in COMPOSITES.items()}
+    study_settings = StudySettings.from_dict(params.get("study"))
+    plans["study"] = usable_units(study_methods(study_settings), methods_needs, params)
+    plans["mask_sources"] = usable_units(MaskSourceSettings.from_dict(params.get("mask_sources")).sources,
+                                         _source_needs, params)
+    return plans
+
+
+def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
+    """Map pipeline names to pipelines (``kedro run --pipelines=<name>``).
+
+    ``env``: the configuration environment whose lists shape the pipelines (default
+    ``KEDRO_ENV``, which the project's ``kedro run --env`` sets).
+    """
+    params = configured_parameters(env)
+    plans = planned_units(params)
+    composites = {name: train_eval(plans[name][0]) for name in COMPOSITES}
+    study_settings = dataclasses.replace(StudySettings.from_dict(params.get("study")), methods=plans["study"][0])
+    source_settings = dataclasses.replace(MaskSourceSettings.from_dict(params.get("mask_sources")),
+                                          sources=plans["mask_sources"][0])
     return {
         "data_ingestion": data_ingestion.create_pipeline(),
         "mask_precomputation": mask_precomputation.create_pipeline(),
@@ -61,9 +104,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "transfer": transfer.create_pipeline(),
         "reporting": reporting.create_pipeline(),
         **composites,
-        "study": study.create_pipeline(),
-        "study_ablations": study.create_ablation_pipeline(),
-        "sensitivity": sensitivity.create_pipeline(),
-        "mask_sources": mask_sources.create_pipeline(),
+        "study": study.create_pipeline(study_settings),
+        "study_ablations": study.create_ablation_pipeline(study_settings),
+        "sensitivity": sensitivity.create_pipeline(SensitivitySettings.from_dict(params.get("sensitivity"))),
+        "mask_sources": mask_sources.create_pipeline(source_settings),
         "__default__": composites["train_eval"],
     }

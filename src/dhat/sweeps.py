@@ -22,6 +22,7 @@ from torch import nn
 
 from dhat.checkpoints import load_classifier
 from dhat.config import dataclass_from_dict, resolve_device
+from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.sections import EvaluationSettings
 from dhat.evaluation.suite import evaluate_attacks
@@ -29,6 +30,7 @@ from dhat.intervals import accuracy_interval, paired_difference
 from dhat.tensors import to_device_set
 
 __all__ = [
+    "DATA_MASK_SOURCES",
     "SensitivitySettings",
     "MaskSourceSettings",
     "value_token",
@@ -97,6 +99,10 @@ class SensitivitySettings:
         return dataclass_from_dict(cls, values, "sensitivity")
 
 
+#: Mask sources that are the data's own masks rather than an attribution of the mask model, and what each needs.
+DATA_MASK_SOURCES: dict[str, str] = {"true": TRUE_MASKS, "external": EXTERNAL_MASKS}
+
+
 @dataclass(frozen=True)
 class MaskSourceSettings:
     """``mask_sources``: the attention sources DHAT is trained with (paper table 8).
@@ -104,8 +110,9 @@ class MaskSourceSettings:
     Attributes:
         namespace: the method namespace trained with each source (a mask-needing method).
         seed: training seed of every run.
-        sources: names among :data:`dhat.attributions.ATTRIBUTIONS` and ``true`` (the data's
-            foreground masks, where it has them).
+        sources: names among :data:`dhat.attributions.ATTRIBUTIONS` and the data's own masks of
+            :data:`DATA_MASK_SOURCES`: ``true`` (the data's foreground masks, where it has them) and
+            ``external`` (``data.external_masks``: masks computed elsewhere, e.g. by SAM or SOLO).
         options: per-source options (``integrated_gradients: {n_steps: 32}``).
         batch_size: images per attribution pass.
         attacks: attacks scored besides clean accuracy.
@@ -126,7 +133,7 @@ class MaskSourceSettings:
         values = dict(params or {})
         values["sources"] = tuple(values.get("sources", cls.sources))
         for source in values["sources"]:
-            if source != "true":
+            if source not in DATA_MASK_SOURCES:
                 ATTRIBUTIONS.get(source)  # names mask_sources.sources and the choices
         if len(set(values["sources"])) != len(values["sources"]) or not values["sources"]:
             raise ValueError(f"mask_sources.sources must list distinct sources, got {list(values['sources'])}")

@@ -20,11 +20,13 @@ from torch import nn
 from dhat.attacks import StartKind, pgd
 from dhat.attacks import batchnorm_mode as _bn_mode
 from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
 from dhat.masks import MaskRule
 from dhat.registry import Registry
 
 __all__ = [
     "MASK_SOURCES",
+    "MASK_SOURCE_NEEDS",
     "MaskSettings",
     "AttackSettings",
     "EvalModeAttackParams",
@@ -98,20 +100,28 @@ class AttackSettings:
             return pgd(model, x, y, radius, step, self.steps, start=self.start)
 
 
-MASK_SOURCES = ("gradcam", "true")
+#: Where a mask-needing method's maps come from, and the data capability each one needs (``None``: any data).
+MASK_SOURCE_NEEDS: dict[str, str | None] = {"gradcam": None, "true": TRUE_MASKS, "external": EXTERNAL_MASKS}
+MASK_SOURCES = tuple(MASK_SOURCE_NEEDS)
 
 
 @dataclass(frozen=True)
 class MaskSettings:
     """A mask-needing method's choice of attention maps.
 
-    ``source``: ``gradcam`` (the precomputed Grad-CAM maps of the natural reference model)
-    or ``true`` (the data's true foreground masks: the oracle, where the data has them);
+    ``source``: ``gradcam`` (the precomputed Grad-CAM maps of the natural reference model),
+    ``true`` (the data's true foreground masks: the oracle, where the data has them) or
+    ``external`` (masks computed elsewhere, ``data.external_masks``);
     ``rule``: how the maps are split into foreground and background.
     """
 
     source: str
     rule: MaskRule
+
+    @property
+    def needs(self) -> str | None:
+        """The data capability these maps need (:mod:`dhat.data.capabilities`), or ``None``."""
+        return MASK_SOURCE_NEEDS[self.source]
 
 
 @dataclass

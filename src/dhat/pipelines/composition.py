@@ -1,4 +1,5 @@
-"""Building blocks of the composite pipelines: one template per namespace, and shared nodes run last."""
+"""Building blocks of the composite pipelines: one template per namespace, shared nodes run last, and the
+configuration the pipelines are built from (the environment's lists and its data's capabilities)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from dhat.data.capabilities import CAPABILITIES, Requirement, unmet_requirements
+from dhat.data.registry import source_provides
 from dhat.methods.catalog import namespaces
 
 
@@ -49,22 +52,64 @@ def node_after(
         return Pipeline([Node(func, inputs=[*inputs, *(after or [])], outputs=outputs, name=name, tags=tags)])
 
 
-def configured_section(section: str) -> Mapping[str, Any]:
-    """The parameter ``section`` of ``conf/base`` merged with the ``KEDRO_ENV`` environment, read when
-    the pipelines are built.
+def build_env() -> str | None:
+    """The environment the pipelines are built for: ``KEDRO_ENV`` (the project's ``kedro run --env`` sets it)."""
+    return os.environ.get("KEDRO_ENV") or None
+
+
+def configured_parameters(env: str | None = None) -> Mapping[str, Any]:
+    """The parameters of ``conf/base`` merged with ``env`` (default :func:`build_env`), read when the pipelines are built.
 
     For the few lists that decide a pipeline's *shape* (one namespace per value, such as the
-    sensitivity grid): Kedro builds pipelines before it loads the run's parameters, so these
-    lists come from the configuration files, not from ``--params``. ``{}`` when the project's
-    configuration folder is not found (the caller falls back to its defaults).
+    sensitivity grid) and the data a composite is built for: Kedro builds pipelines before
+    it loads the run's parameters, so these come from the configuration files, not from
+    ``--params``. ``{}`` when the project's configuration folder is not found (callers then
+    fall back to their defaults).
     """
-    from kedro.framework.project import settings  # noqa: PLC0415 - the project settings exist once Kedro has started
+    from kedro.config import OmegaConfigLoader  # noqa: PLC0415
 
-    conf = Path.cwd() / settings.CONF_SOURCE
+    from dhat import settings  # noqa: PLC0415 - the project's own loader arguments (soft merge), bootstrapped or not
+
+    conf = Path.cwd() / getattr(settings, "CONF_SOURCE", "conf")
     if not conf.is_dir():
         return {}
     args = {"base_env": "base", "default_run_env": "local", **settings.CONFIG_LOADER_ARGS}
     with warnings.catch_warnings():  # Kedro's loader calls a deprecated OmegaConf API; not ours to fix
         warnings.filterwarnings("ignore", message="register_new_resolver")
-        loader = settings.CONFIG_LOADER_CLASS(conf_source=str(conf), env=os.environ.get("KEDRO_ENV"), **args)
-        return loader["parameters"].get(section) or {}
+        loader = OmegaConfigLoader(conf_source=str(conf), env=env if env is not None else build_env(), **args)
+        return loader["parameters"]
+
+
+def configured_section(section: str, env: str | None = None) -> Mapping[str, Any]:
+    """The parameter ``section`` of :func:`configured_parameters` (``{}`` when it is absent)."""
+    return configured_parameters(env).get(section) or {}
+
+
+def usable_units(units: Iterable[str], needs: Callable[[str], list[Requirement]],
+                 params: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``units`` split into those the configured data can serve and ``{left-out unit: why}``.
+
+    ``needs(unit)`` lists a unit's requirements (:mod:`dhat.data.capabilities`); a unit
+    whose needs cannot even be computed (an invalid section) is kept, so the run's
+    parameter check reports the error. Without configuration everything is kept.
+    """
+    if not params:
+        return tuple(units), {}
+    try:
+        provided = source_provides(params.get("data") or {})
+    except ValueError:
+        return tuple(units), {}
+    kept: list[str] = []
+    left_out: dict[str, str] = {}
+    for unit in units:
+        try:
+            unmet = unmet_requirements(needs(unit), provided)
+        except ValueError:
+            unmet = []
+        if unmet:
+            source = (params.get("data") or {}).get("source", "embedded")
+            left_out[unit] = "; ".join(f"{r.key} needs {CAPABILITIES[r.capability]}, which data.source={source!r} "
+                                       "does not provide" for r in unmet)
+        else:
+            kept.append(unit)
+    return tuple(kept), left_out

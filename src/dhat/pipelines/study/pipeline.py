@@ -50,7 +50,8 @@ def study_settings() -> StudySettings:
     return StudySettings.from_dict(configured_section("study"))
 
 
-def _methods(settings: StudySettings) -> tuple[str, ...]:
+def study_methods(settings: StudySettings) -> tuple[str, ...]:
+    """The study's methods: ``study.methods``, or the catalog groups :data:`STUDY_GROUPS` when it is null."""
     return settings.methods if settings.methods is not None else namespaces(STUDY_GROUPS)
 
 
@@ -81,7 +82,7 @@ def _aggregate(results: dict[str, str], prefix: str, name: str) -> Node:
 def create_pipeline(settings: StudySettings | None = None, **kwargs) -> Pipeline:
     """Data, masks, every (seed, method) unit (default: the core comparison and the oracle), the aggregation."""
     settings = settings or study_settings()
-    methods = _methods(settings)
+    methods = study_methods(settings)
     return (data_ingestion.create_pipeline() + mask_precomputation.create_pipeline() + _units(methods, settings.seeds)
             + Pipeline([_aggregate(_results(methods, settings.seeds), "study", "aggregate_study")]))
 
