@@ -6,7 +6,9 @@ names in label order.
 
 - :func:`load_torchvision_cifar`: CIFAR-10/100 through torchvision.
 - :func:`load_image_folder`: ``<root>/{train,test}/<class>/*`` image folders
-  (Imagenette, ImageNet subsets, the JPEG copy of CIFAR-10).
+  (Imagenette, ImageNet subsets, the JPEG copy of CIFAR-10); :func:`list_image_folder`
+  and :func:`read_images` are its two halves, so a caller can decode only the files
+  it keeps (a validation split, a training subset).
 - :func:`load_extra_npz`: extra generated training data stored as ``.npz``.
 """
 
@@ -14,11 +16,23 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "CIFAR_FOLDERS", "load_torchvision_cifar", "load_image_folder", "load_extra_npz"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CIFAR_FOLDERS",
+    "FolderListing",
+    "check_image_size",
+    "check_same_size",
+    "load_torchvision_cifar",
+    "list_image_folder",
+    "read_images",
+    "load_image_folder",
+    "load_extra_npz",
+]
 
 ImageSet = dict[str, np.ndarray]
 
@@ -101,14 +115,24 @@ def _list_split(split_dir: Path, class_names: list[str] | None) -> tuple[list[Pa
     return files, np.asarray(labels, dtype=np.int64), class_names
 
 
-def _read_images(files: list[Path], image_size: int | None, desc: str, workers: int) -> np.ndarray:
+def read_images(files: list[Path], image_size: int | None, desc: str = "images", workers: int | None = None) -> np.ndarray:
     """Decode ``files`` into one uint8 ``[N, H, W, 3]`` array with a thread pool.
 
-    PIL releases the GIL while decoding, so threads give a real speed-up on
-    many small JPEGs without the cost of sending arrays between processes.
+    Each image is converted to RGB and, with ``image_size``, resized to
+    ``image_size x image_size`` (bilinear). The array is allocated once and filled
+    in place, so memory is the decoded images and nothing more. PIL releases the GIL
+    while decoding, so threads give a real speed-up on many small JPEGs without the
+    cost of sending arrays between processes.
+
+    Raises:
+        ValueError: naming the first image whose size differs when ``image_size`` is ``None``.
     """
     from PIL import Image  # noqa: PLC0415 - imported lazily: only image folders need Pillow
     from tqdm.auto import tqdm  # noqa: PLC0415
+
+    if not files:
+        raise ValueError(f"no {desc} to read")
+    workers = workers or min(16, os.cpu_count() or 1)
 
     def read(path: Path) -> np.ndarray:
         with Image.open(path) as img:
@@ -133,6 +157,47 @@ def _read_images(files: list[Path], image_size: int | None, desc: str, workers: 
     return out
 
 
+@dataclass(frozen=True)
+class FolderListing:
+    """The files of an image folder and their labels, before any pixel is decoded.
+
+    ``train_files[i]`` has label ``train_labels[i]`` (likewise for test); class ids
+    follow the sorted class folder names of ``train``, files within a class are sorted.
+    """
+
+    root: Path
+    class_names: list[str]
+    train_files: list[Path]
+    train_labels: np.ndarray
+    test_files: list[Path]
+    test_labels: np.ndarray
+
+
+def list_image_folder(root: str) -> FolderListing:
+    """List ``<root>/{train,test}/<class>/*`` (the order of torchvision's ``ImageFolder``).
+
+    Raises:
+        FileNotFoundError: naming the missing folder and the expected layout.
+        ValueError: when the test split has a class folder the train split lacks.
+    """
+    base = Path(root)
+    layout = "<root>/train/<class>/<image>.jpg and <root>/test/<class>/<image>.jpg"
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder root {root!r} does not exist; expected layout {layout}")
+    for split in ("train", "test"):
+        if not (base / split).is_dir():
+            raise FileNotFoundError(f"missing folder {base / split}; expected layout {layout}")
+    train_files, train_labels, class_names = _list_split(base / "train", None)
+    test_files, test_labels, _ = _list_split(base / "test", class_names)
+    return FolderListing(base, class_names, train_files, train_labels, test_files, test_labels)
+
+
+def check_image_size(image_size: int | None) -> None:
+    """``image_size`` is ``None`` or a positive integer; otherwise a ``ValueError`` naming it."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0):
+        raise ValueError(f"image_size must be a positive integer or None (keep stored size), got {image_size!r}")
+
+
 def load_image_folder(
     root: str, image_size: int | None = None, workers: int | None = None
 ) -> tuple[ImageSet, ImageSet, list[str]]:
@@ -154,30 +219,25 @@ def load_image_folder(
         ValueError: naming ``image_size`` when it is not a positive integer, or
             the first image whose size differs when ``image_size`` is ``None``.
     """
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0):
-        raise ValueError(f"image_size must be a positive integer or None (keep stored size), got {image_size!r}")
-    base = Path(root)
-    layout = "<root>/train/<class>/<image>.jpg and <root>/test/<class>/<image>.jpg"
-    if not base.is_dir():
-        raise FileNotFoundError(f"image folder root {root!r} does not exist; expected layout {layout}")
-    for split in ("train", "test"):
-        if not (base / split).is_dir():
-            raise FileNotFoundError(f"missing folder {base / split}; expected layout {layout}")
-    workers = workers or min(16, os.cpu_count() or 1)
-    train_files, train_labels, class_names = _list_split(base / "train", None)
-    test_files, test_labels, _ = _list_split(base / "test", class_names)
-    train_images = _read_images(train_files, image_size, "train images", workers)
-    test_images = _read_images(test_files, image_size, "test images", workers)
+    check_image_size(image_size)
+    listing = list_image_folder(root)
+    train_images = read_images(listing.train_files, image_size, "train images", workers)
+    test_images = read_images(listing.test_files, image_size, "test images", workers)
+    check_same_size(train_images, test_images)
+    return (
+        {"images": train_images, "labels": listing.train_labels},
+        {"images": test_images, "labels": listing.test_labels},
+        listing.class_names,
+    )
+
+
+def check_same_size(train_images: np.ndarray, test_images: np.ndarray) -> None:
+    """Train and test images must share one size; otherwise a ``ValueError`` pointing to ``image_size``."""
     if train_images.shape[1:] != test_images.shape[1:]:
         raise ValueError(
             f"train images are {train_images.shape[2]}x{train_images.shape[1]} but test images are "
             f"{test_images.shape[2]}x{test_images.shape[1]}; set image_size to resize both to one size"
         )
-    return (
-        {"images": train_images, "labels": train_labels},
-        {"images": test_images, "labels": test_labels},
-        class_names,
-    )
 
 
 def load_extra_npz(path: str, num_classes: int | None = None, max_images: int | None = None) -> ImageSet:  # noqa: PLR0912 - one check per way the file can be wrong

@@ -18,7 +18,9 @@ __all__ = [
     "set_size",
     "index_set",
     "stratified_indices",
+    "split_positions",
     "split_train_val",
+    "subset_positions",
     "take_subset",
     "concat_sets",
 ]
@@ -129,6 +131,57 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int | np.random.Generat
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def split_positions(
+    labels: np.ndarray, val_size: int | float, seed: int, stratified: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_positions, val_positions)``: the draw of :func:`split_train_val`, on the labels alone.
+
+    Sources that read images lazily (image folders) split their file list with it and
+    decode only what each split keeps; the result equals splitting the decoded set.
+
+    Raises:
+        ValueError: naming ``val_size`` when it is negative, not below ``N``, or a
+            fraction outside (0, 1).
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    count = _resolve_count(val_size, total, "val_size")
+    if count >= total:
+        raise ValueError(f"val_size={val_size} leaves no training samples out of {total}; choose a smaller val_size")
+    val_idx = stratified_indices(labels, count, seed, stratified)
+    keep = np.ones(total, dtype=bool)
+    keep[val_idx] = False
+    return np.flatnonzero(keep), val_idx
+
+
+def subset_positions(
+    labels: np.ndarray, size: int | float | None, seed: int | np.random.Generator, name: str
+) -> np.ndarray:
+    """Sorted positions of a seeded, class-stratified subset of ``size`` samples of ``labels``.
+
+    Args:
+        labels: ``[N]`` labels of the pool to draw from.
+        size: a count, a fraction in (0, 1) of the pool, or ``None`` for every sample.
+        seed: an int seed or a numpy ``Generator``.
+        name: the parameter in error messages (``data.train_size``).
+
+    Raises:
+        ValueError: naming ``name`` when ``size`` is not a count or a fraction, is 0, or
+            asks for more samples than the pool holds.
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    if size is None:
+        return np.arange(total, dtype=np.int64)
+    count = _resolve_count(size, total, name)
+    if count < 1:
+        raise ValueError(f"{name}={size} keeps no samples out of {total}; give a positive count or fraction (or null for all)")
+    if count > total:
+        raise ValueError(f"{name}={size} asks for more samples than the {total} available; "
+                         f"give at most {total} (or null for all)")
+    return stratified_indices(labels, count, seed)
+
+
 def split_train_val(
     train_set: Mapping[str, np.ndarray], val_size: int | float, seed: int, stratified: bool = True
 ) -> tuple[ImageSet, ImageSet]:
@@ -148,14 +201,9 @@ def split_train_val(
         ValueError: naming ``val_size`` when it is negative, not below ``N``, or
             a fraction outside (0, 1).
     """
-    total = validate_image_set(train_set, "train_set")
-    count = _resolve_count(val_size, total, "val_size")
-    if count >= total:
-        raise ValueError(f"val_size={val_size} leaves no training samples out of {total}; choose a smaller val_size")
-    val_idx = stratified_indices(train_set["labels"], count, seed, stratified)
-    keep = np.ones(total, dtype=bool)
-    keep[val_idx] = False
-    return index_set(train_set, np.flatnonzero(keep)), index_set(train_set, val_idx)
+    validate_image_set(train_set, "train_set")
+    train_idx, val_idx = split_positions(train_set["labels"], val_size, seed, stratified)
+    return index_set(train_set, train_idx), index_set(train_set, val_idx)
 
 
 def take_subset(
