@@ -32,8 +32,16 @@ def test_no_silent_fallback_between_mask_sources():
     with pytest.raises(ValueError, match="needs attention masks"):
         training_maps(create_method("dhat"), TRAIN, None, "dhat")  # the data's true masks are not used instead
     without_truth = {k: v for k, v in TRAIN.items() if k != "masks"}
-    with pytest.raises(ValueError, match=r"dhat_true_masks\.method\.params\.mask_source is 'true'"):
+    with pytest.raises(ValueError, match=r"dhat_true_masks: .*mask_source 'true'.*no true foreground masks.*--namespaces"):
         training_maps(create_method("dhat", {"mask_source": "true"}), without_truth, GRADCAM, "dhat_true_masks")
+    with pytest.raises(ValueError, match=r"mask_source 'external'.*set data\.external_masks"):
+        training_maps(create_method("dhat", {"mask_source": "external"}), TRAIN, GRADCAM, "dhat")
+
+
+def test_external_masks_come_from_the_training_set():
+    external = np.full((2, 4, 4), 7, np.uint8)
+    method = create_method("dhat", {"mask_source": "external"})
+    np.testing.assert_array_equal(training_maps(method, {**TRAIN, "external_masks": external}, GRADCAM, "dhat"), external)
 
 
 def test_fit_refuses_dhat_without_masks_before_training():

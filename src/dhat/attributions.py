@@ -15,20 +15,23 @@ Registered sources:
   black (or per-channel mean) baseline; the map is ``|sum over channels of the attribution|``.
 
 New sources are added with :func:`register_attribution` and run in batches by
-:func:`attention_maps`.
+:func:`attention_maps` (a tensor of images) or :func:`iterate_attention_maps` /
+:func:`stored_attention_maps` (a numpy image set of any size, one batch in memory at a time).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from dhat.attacks import batchnorm_mode
 from dhat.attention import grad_cam
+from dhat.attention import quantize_masks as quantize_maps
 from dhat.models import ImageClassifier
 from dhat.registry import Registry
 
@@ -37,6 +40,8 @@ __all__ = [
     "AttributionSource",
     "attention_maps",
     "available_attributions",
+    "iterate_attention_maps",
+    "stored_attention_maps",
     "integrated_gradients_attributions",
     "min_max_normalise",
     "register_attribution",
@@ -44,8 +49,9 @@ __all__ = [
 
 #: ``fn(model, images, labels, **options) -> maps [N, H, W]`` in ``[0, 1]``.
 AttributionSource = Callable[..., torch.Tensor]
-#: ``prepare(images, labels, options) -> options``: run once on the whole set before batching.
-OptionPreparer = Callable[[torch.Tensor, torch.Tensor, dict[str, Any]], dict[str, Any]]
+#: ``prepare(channel_mean, options) -> options``: run once for the whole set before batching;
+#: ``channel_mean()`` is the set's per-channel mean pixel ``[C, 1, 1]``.
+OptionPreparer = Callable[[Callable[[], torch.Tensor], dict[str, Any]], dict[str, Any]]
 Baseline = Literal["black", "mean"] | torch.Tensor
 
 #: Attention map sources by name (``mask_sources.sources``).
@@ -113,6 +119,19 @@ def attention_maps(
             the option and the source for an option the source does not take, or
             ``batch_size`` when it is not a positive integer.
     """
+    fn = _checked(source, options, batch_size)
+    labels = labels.to(images.device)
+    if source in _PREPARERS:
+        options = _PREPARERS[source](lambda: images.detach().mean(dim=(0, 2, 3), keepdim=True)[0], dict(options))
+    maps = [
+        fn(model, images[i : i + batch_size], labels[i : i + batch_size], **options).to(images.device)
+        for i in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(maps) if maps else images.new_zeros((0, *images.shape[-2:]))
+
+
+def _checked(source: str, options: Mapping[str, Any], batch_size: int) -> AttributionSource:
+    """The source's function, after checking its options and the batch size (errors name both)."""
     fn = ATTRIBUTIONS.get(source)
     accepted = _option_names(fn)
     for option in options:
@@ -123,14 +142,66 @@ def attention_maps(
             )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    labels = labels.to(images.device)
+    return fn
+
+
+def _channel_mean(image_set: Mapping[str, np.ndarray], device: torch.device | str) -> torch.Tensor:
+    """Per-channel mean pixel ``[C, 1, 1]`` in ``[0, 1]`` of uint8 NHWC images, from exact integer sums, in chunks."""
+    images = np.asarray(image_set["images"])
+    channels = images.shape[-1]
+    total = np.zeros(channels, dtype=np.float64)
+    step = max(1, 2**26 // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, images.shape[0], step):
+        total += images[start : start + step].reshape(-1, channels).sum(axis=0, dtype=np.int64)
+    count = max(1, images.shape[0] * images.shape[1] * images.shape[2])
+    return torch.from_numpy(total / (255.0 * count)).float().view(-1, 1, 1).to(device)
+
+
+def iterate_attention_maps(
+    source: str,
+    model: nn.Module,
+    image_set: Mapping[str, np.ndarray],
+    device: torch.device | str,
+    batch_size: int = 256,
+    progress: bool = False,
+    **options: Any,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`attention_maps` of a numpy image set, batch by batch: yields ``(start, end, maps [B, H, W])``.
+
+    Only one batch of float images is in memory at a time (:func:`dhat.tensors.iterate_set`),
+    so this scales to any data size; the maps equal :func:`attention_maps` on the whole set
+    (for a ``mean`` baseline, up to float rounding of the mean pixel).
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    from dhat.tensors import iterate_set  # noqa: PLC0415 - keeps this module importable without the data layer
+
+    fn = _checked(source, options, batch_size)
     if source in _PREPARERS:
-        options = _PREPARERS[source](images, labels, dict(options))
-    maps = [
-        fn(model, images[i : i + batch_size], labels[i : i + batch_size], **options).to(images.device)
-        for i in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(maps) if maps else images.new_zeros((0, *images.shape[-2:]))
+        options = _PREPARERS[source](lambda: _channel_mean(image_set, device), dict(options))
+    batches = iterate_set(image_set, device, batch_size, name="train_set")
+    total = len(image_set["labels"])
+    with tqdm(total=total, desc=f"{source} maps", unit="img", leave=False, disable=not progress) as bar:
+        for start, end, x, y in batches:
+            yield start, end, fn(model, x, y, **options).detach()
+            bar.update(end - start)
+
+
+def stored_attention_maps(
+    source: str,
+    model: nn.Module,
+    image_set: Mapping[str, np.ndarray],
+    device: torch.device | str,
+    batch_size: int = 256,
+    progress: bool = False,
+    **options: Any,
+) -> np.ndarray:
+    """The maps of :func:`iterate_attention_maps` as stored uint8 ``[N, H, W]`` (``round(255 * M)``), filled in place."""
+    images = np.asarray(image_set["images"])
+    out = np.empty(images.shape[:3], dtype=np.uint8)
+    for start, end, maps in iterate_attention_maps(source, model, image_set, device, batch_size, progress, **options):
+        out[start:end] = quantize_maps(maps).cpu().numpy()
+    return out
 
 
 @register_attribution("gradcam")
@@ -240,11 +311,10 @@ def integrated_gradients_attributions(
     return attributions.detach()
 
 
-def _set_mean_baseline(images: torch.Tensor, labels: torch.Tensor, options: dict[str, Any]) -> dict[str, Any]:
+def _set_mean_baseline(channel_mean: Callable[[], torch.Tensor], options: dict[str, Any]) -> dict[str, Any]:
     """Replace ``baseline="mean"`` by the whole set's per-channel mean, so batches share one baseline."""
-    del labels
     if isinstance(options.get("baseline"), str) and options["baseline"] == "mean":
-        options["baseline"] = images.detach().mean(dim=(0, 2, 3), keepdim=True)[0]
+        options["baseline"] = channel_mean()
     return options
 
 

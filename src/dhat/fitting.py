@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhat.attention import dequantize_masks
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
+from dhat.data.external_masks import EXTERNAL_MASKS_KEY
 from dhat.distributed import Distributed, launch
-from dhat.masks import LOW_COVERAGE, mask_statistics
+from dhat.masks import LOW_COVERAGE, stored_mask_statistics
 from dhat.methods import MaskSettings, TrainingMethod, create_method
 from dhat.resume import ResumeSettings, array_digest, fingerprint
 from dhat.tensors import to_device_set
@@ -57,18 +57,22 @@ def training_maps(
     """The uint8 attention maps ``[N, H, W]`` a mask-needing method trains with (``None`` for other methods).
 
     ``gradcam`` maps come from the mask precomputation; ``true`` maps are the data's true
-    foreground masks (255 = foreground). A method never falls back from one to the other.
+    foreground masks (255 = foreground); ``external`` maps are the masks of
+    ``data.external_masks``, attached to the training images at ingestion. A method never
+    falls back from one source to another.
     """
     settings = method.mask_settings()
     if not method.needs_masks or settings is None:
         return None
-    if settings.source == "true":
-        if train_set.get("masks") is None:
+    if settings.source in ("true", "external"):
+        key, what = (("masks", "true foreground masks (only the embedded data set has them)") if settings.source == "true"
+                     else (EXTERNAL_MASKS_KEY, "external masks (set data.external_masks and rerun data_ingestion)"))
+        if train_set.get(key) is None:
             raise ValueError(
-                f"{label}.method.params.mask_source is 'true' but the training data has no true foreground "
-                "masks (only the embedded data set has them); use mask_source: gradcam"
+                f"{label}: method {method.name!r} trains with mask_source {settings.source!r}, but the training data "
+                f"has no {what}. Leave this method out of the run (--namespaces) or give it data that has them"
             )
-        return np.asarray(train_set["masks"])
+        return np.asarray(train_set[key])
     if attention_masks is None or attention_masks.get("masks") is None:
         raise ValueError(
             f"method {method.name!r} ({label}) needs attention masks but none were given: "
@@ -81,8 +85,7 @@ def describe_masks(
     settings: MaskSettings, maps: np.ndarray, true_masks: np.ndarray | None, label: str
 ) -> dict[str, Any]:
     """Coverage of the background the method will use (and its IoU with the true background); warns when low."""
-    truth = None if true_masks is None else torch.from_numpy(np.asarray(true_masks) >= 128)
-    stats = mask_statistics(dequantize_masks(torch.from_numpy(np.asarray(maps))), settings.rule, truth)
+    stats = stored_mask_statistics(np.asarray(maps), settings.rule, None if true_masks is None else np.asarray(true_masks))
     description = {"source": settings.source, **dataclasses.asdict(settings.rule), **stats}
     iou = stats["iou_true_background"]
     logger.info(
@@ -184,6 +187,7 @@ def fit(
         "selected_on": config.select_on,
         "epochs": config.epochs,
         "masks": mask_stats,
+        "class_names": list(dataset_info.get("class_names") or []),  # lets another data set map its classes to these
     }
     best = make_checkpoint(result.best_state, spec, checkpoint="best", epoch=result.best_epoch, **common)
     last_epoch = config.epochs if result.diverged_epoch is None else result.diverged_epoch

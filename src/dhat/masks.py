@@ -20,11 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from dhat.attention import region_iou
 
-__all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "LOW_COVERAGE"]
+__all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "stored_mask_statistics", "LOW_COVERAGE"]
 
 MASK_RULES = ("absolute", "quantile")
 #: Coverage below which DHAT's background image is mostly black and the method degenerates to UIAT.
@@ -69,27 +70,56 @@ def background_mask(maps: torch.Tensor, rule: MaskRule) -> torch.Tensor:
     return background.view(n, height, width)
 
 
+def _per_image(maps: torch.Tensor, rule: MaskRule, true_foreground: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per image: the share of pixels marked background, and with ``true_foreground`` the IoU of the marked
+    background with the true background and the true background's share."""
+    background = background_mask(maps, rule)
+    coverage = background.flatten(1).float().mean(1)
+    if true_foreground is None:
+        return coverage, None, None
+    if tuple(true_foreground.shape) != tuple(maps.shape):
+        raise ValueError(f"true_foreground must have the maps' shape {tuple(maps.shape)}, got {tuple(true_foreground.shape)}")
+    truth = ~true_foreground.bool()
+    return coverage, region_iou(background, truth), truth.flatten(1).float().mean(1)
+
+
+def _summary(coverage: torch.Tensor, iou: torch.Tensor | None, truth_share: torch.Tensor | None) -> dict[str, float | None]:
+    empty = coverage.numel() == 0
+    return {
+        "coverage": 0.0 if empty else float(coverage.mean()),
+        "coverage_min": 0.0 if empty else float(coverage.min()),
+        "coverage_max": 0.0 if empty else float(coverage.max()),
+        "iou_true_background": None if iou is None or empty else float(iou.mean()),
+        "true_background_share": None if truth_share is None or empty else float(truth_share.mean()),
+    }
+
+
 def mask_statistics(
     maps: torch.Tensor, rule: MaskRule, true_foreground: torch.Tensor | None = None
 ) -> dict[str, float | None]:
     """What ``rule`` makes of ``maps``: ``coverage`` (mean share of pixels marked background),
     ``coverage_min`` / ``coverage_max`` over images and, with ``true_foreground`` (bool
     ``[N, H, W]``), ``iou_true_background`` (mean per-image IoU of the marked background with
-    the true background; 1 where both are empty) and ``true_background_share``."""
-    background = background_mask(maps, rule)
-    per_image = background.flatten(1).float().mean(1)
-    stats: dict[str, float | None] = {
-        "coverage": float(per_image.mean()) if per_image.numel() else 0.0,
-        "coverage_min": float(per_image.min()) if per_image.numel() else 0.0,
-        "coverage_max": float(per_image.max()) if per_image.numel() else 0.0,
-        "iou_true_background": None,
-        "true_background_share": None,
-    }
-    if true_foreground is not None:
-        if tuple(true_foreground.shape) != tuple(maps.shape):
-            raise ValueError(f"true_foreground must have the maps' shape {tuple(maps.shape)}, got {tuple(true_foreground.shape)}")
-        truth = ~true_foreground.bool()
-        iou = region_iou(background, truth)
-        stats["iou_true_background"] = float(iou.mean()) if iou.numel() else None
-        stats["true_background_share"] = float(truth.flatten(1).float().mean()) if truth.numel() else None
-    return stats
+    the true background; 1 where both are empty) and ``true_background_share`` (mean per image)."""
+    return _summary(*_per_image(maps, rule, true_foreground))
+
+
+def stored_mask_statistics(
+    maps: np.ndarray, rule: MaskRule, true_masks: np.ndarray | None = None, chunk: int = 1024
+) -> dict[str, float | None]:
+    """:func:`mask_statistics` of stored uint8 maps (``round(255 * M)``) and uint8 true masks (255 = foreground),
+    ``chunk`` images at a time: the same numbers, without a float copy of the whole set."""
+    if true_masks is not None and np.shape(true_masks) != np.shape(maps):
+        raise ValueError(f"true masks must have the maps' shape {np.shape(maps)}, got {np.shape(true_masks)}")
+    parts: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
+    for start in range(0, len(maps), chunk):
+        block = torch.from_numpy(np.ascontiguousarray(maps[start : start + chunk])).float() / 255.0
+        truth = None if true_masks is None else torch.from_numpy(np.asarray(true_masks[start : start + chunk]) >= 128)
+        parts.append(_per_image(block, rule, truth))
+    if not parts:
+        return _summary(torch.zeros(0), None, None)
+    coverage = torch.cat([p[0] for p in parts])
+    iou = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
+    share = None if parts[0][2] is None else torch.cat([p[2] for p in parts])  # type: ignore[misc]
+    return _summary(coverage, iou, share)

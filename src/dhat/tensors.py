@@ -3,18 +3,20 @@
 Image sets travel between pipeline stages as numpy arrays (``images`` uint8
 ``[N, H, W, C]``, ``labels``, optional ``masks`` uint8 ``[N, H, W]``). For
 training and evaluation they move to the device once, stay uint8 there (4x less
-memory than float) and are converted batch by batch.
+memory than float; on the CPU the tensor is a view of the array, not a copy) and are
+converted batch by batch. :func:`iterate_set` walks a set batch by batch without moving
+all of it, for one-off passes over large sets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["DeviceImageSet", "to_device_set"]
+__all__ = ["DeviceImageSet", "iterate_set", "to_device_set"]
 
 
 @dataclass
@@ -29,9 +31,9 @@ class DeviceImageSet:
         return int(self.labels.shape[0])
 
     def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
-        """Images (all, or ``index``) as float in ``[0, 1]``."""
+        """Images (all, or ``index``) as contiguous NCHW float in ``[0, 1]``."""
         selected = self.images if index is None else self.images[index]
-        return selected.float().div_(255.0)
+        return selected.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
         """Masks (all, or ``index``) as float in ``[0, 1]``, or ``None``."""
@@ -70,7 +72,39 @@ def to_device_set(
         chosen_masks = np.asarray(chosen_masks)
         if chosen_masks.shape != images.shape[:3]:
             raise ValueError(f"{name}: masks must have shape {images.shape[:3]}, got {chosen_masks.shape}")
-        mask_tensor = torch.from_numpy(np.ascontiguousarray(chosen_masks.astype(np.uint8))).to(device)
-    image_tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        mask_tensor = torch.from_numpy(_writable(chosen_masks.astype(np.uint8, copy=False))).to(device)
+    # A view in NCHW order of the NHWC array (channels-last strides): no copy of the images on the CPU,
+    # one copy onto an accelerator. Batches come out contiguous from float_images.
+    image_tensor = torch.from_numpy(_writable(images)).permute(0, 3, 1, 2).to(device)
     label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
     return DeviceImageSet(images=image_tensor, labels=label_tensor, masks=mask_tensor)
+
+
+def _writable(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when torch can share it (C-contiguous and writable); a C-ordered copy otherwise."""
+    if array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, order="C", copy=True)
+
+
+def iterate_set(
+    image_set: Mapping[str, np.ndarray], device: torch.device | str, batch_size: int, name: str = "image set"
+) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """``(start, end, images, labels)`` batches of a numpy image set, each moved to ``device`` on its own.
+
+    For passes over a whole data set (attention maps, statistics) that must not hold a float
+    copy of it: memory is one batch of float images, whatever the data size. ``images`` are
+    float ``[B, C, H, W]`` in ``[0, 1]`` (contiguous), exactly the values :meth:`DeviceImageSet.float_images`
+    gives for the same rows.
+    """
+    images = np.asarray(image_set["images"])
+    labels = np.asarray(image_set["labels"])
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"{name}: images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for start in range(0, images.shape[0], batch_size):
+        end = min(start + batch_size, images.shape[0])
+        chunk = torch.from_numpy(np.ascontiguousarray(images[start:end])).to(device).permute(0, 3, 1, 2)
+        x = chunk.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        yield start, end, x, torch.from_numpy(labels[start:end].astype(np.int64)).to(device)

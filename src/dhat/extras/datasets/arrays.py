@@ -3,7 +3,7 @@
 Arrays (prepared data splits, adversarial examples, generated images) travel
 between pipelines as ``dict[str, np.ndarray]``, optionally grouped one level
 deep (``dict[str, dict[str, np.ndarray]]``). They are stored with
-``np.savez_compressed`` and loaded with ``allow_pickle=False`` so that a data
+``np.savez_compressed`` and loaded (streamed from the file) with ``allow_pickle=False`` so that a data
 file can never execute code.
 
 Every save goes to a temporary file next to the target and is then moved into
@@ -13,7 +13,6 @@ truncated file that a later pipeline would try to read.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import uuid
@@ -184,12 +183,15 @@ class SingleFileDataset(AbstractVersionedDataset[Any, Any]):
 
     def _read_bytes(self) -> bytes:
         """The whole content of the file to load (latest or pinned version)."""
+        with self._open_for_read() as handle:
+            return handle.read()
+
+    def _open_for_read(self) -> IO[bytes]:
+        """A seekable binary handle on the file to load (latest or pinned version), for parsers that stream."""
         load_path = self._load_path_str()
         if not self._fs.exists(load_path):
             raise self._missing_error(load_path)
-        # Reading into memory gives the parsers a seekable buffer on any file system.
-        with self._fs.open(load_path, "rb") as handle:
-            return handle.read()
+        return self._fs.open(load_path, "rb")
 
     def _write(self, writer: Callable[[IO[bytes]], None]) -> None:
         """Save atomically to the save path (a fresh version folder when versioned)."""
@@ -298,9 +300,12 @@ class NpzDataset(SingleFileDataset):
     """
 
     def load(self) -> ArrayDict:
-        """Read the file back into (nested) dicts of arrays, never unpickling anything."""
-        buffer = io.BytesIO(self._read_bytes())
-        with np.load(buffer, allow_pickle=False) as archive:
+        """Read the file back into (nested) dicts of arrays, never unpickling anything.
+
+        The archive is read from the file handle array by array, so loading needs the
+        arrays' memory and not a second, compressed copy of the whole file.
+        """
+        with self._open_for_read() as handle, np.load(handle, allow_pickle=False) as archive:
             flat = {name: archive[name] for name in archive.files}
         return unflatten_arrays(flat)
 
