@@ -97,7 +97,8 @@ class WideResNet(nn.Module):
 
 
 class _TimmResNetFeatures(nn.Module):
-    """timm's ResNet; with ``cifar_stem`` a 3x3 stride-1 first conv and no max-pool (for 32x32 inputs)."""
+    """A timm CNN's feature extractor; for ResNets, ``cifar_stem`` puts a 3x3 stride-1 first conv and no
+    max-pool (for 32x32 inputs)."""
 
     def __init__(self, variant: str, in_channels: int = 3, cifar_stem: bool = True) -> None:
         super().__init__()
@@ -175,6 +176,13 @@ def _small_cnn(in_channels: int, width: int = 16, **_other: Any) -> nn.Module:
 def _resnet18(in_channels: int, cifar_stem: bool = True, **_other: Any) -> nn.Module:
     """timm's ResNet-18; ``cifar_stem`` replaces the 7x7 stem for 32x32 inputs (paper's CIFAR setting)."""
     return _TimmResNetFeatures("resnet18", in_channels=in_channels, cifar_stem=bool(cifar_stem))
+
+
+@register_model("timm")
+def _timm(in_channels: int, variant: str = "resnet18", cifar_stem: bool = False, **_other: Any) -> nn.Module:
+    """Any timm CNN whose head is global average pooling + linear (``variant``: its timm name), e.g. a
+    pre-trained mask model (:mod:`dhat.reference_model`); ``cifar_stem`` as for ``resnet18``."""
+    return _TimmResNetFeatures(str(variant), in_channels=in_channels, cifar_stem=bool(cifar_stem))
 
 
 @register_model("wrn28_10")

@@ -14,14 +14,36 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from dhat.attention import foreground_iou, grad_cam_batched, quantize_masks
-from dhat.checkpoints import load_classifier
+from dhat.attention import foreground_iou, quantize_masks
+from dhat.attributions import iterate_attention_maps
 from dhat.config import resolve_device
 from dhat.fitting import fit
-from dhat.tensors import to_device_set
+from dhat.reference_model import MaskModelSettings, load_mask_model, map_model
+from dhat.tensors import iterate_set
 
 logger = logging.getLogger(__name__)
+
+
+def _progress(mask_model: dict[str, Any]) -> bool:
+    return bool((mask_model.get("training") or {}).get("progress", True))
+
+
+def _loaded_history(checkpoint: dict[str, Any], val_set: dict[str, np.ndarray], settings: MaskModelSettings,
+                    device: str) -> pd.DataFrame:
+    """One row for a loaded mask model: its clean accuracy on the validation split (eval mode, fp32)."""
+    torch_device = resolve_device(device)
+    model = map_model(checkpoint, settings, val_set["images"].shape[1:], torch_device)
+    correct = 0
+    with torch.no_grad():
+        for _, _, x, y in iterate_set(val_set, torch_device, settings.batch_size, name="val_set"):
+            correct += int((model(x).argmax(1) == y).sum())
+    accuracy = 100.0 * correct / max(1, len(val_set["labels"]))
+    logger.info("Loaded mask model: %.1f%% clean accuracy on the %d validation images", accuracy, len(val_set["labels"]))
+    origin = checkpoint["metadata"]["origin"]
+    return pd.DataFrame([{"method": "mask_model", "epoch": 0, "val_clean": accuracy,
+                          "loaded_from": origin.get("pretrained") or origin.get("checkpoint")}])
 
 
 def train_mask_model(
@@ -32,10 +54,16 @@ def train_mask_model(
     device: str,
     training_state: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Train the natural reference model (``mask_model`` parameters) whose Grad-CAM gives the masks.
+    """The natural reference model whose Grad-CAM gives the masks: trained (``mask_model`` parameters), or
+    loaded when ``mask_model.checkpoint`` or ``mask_model.pretrained`` is set (:mod:`dhat.reference_model`).
 
-    Resumable like every training node: ``training_state`` is the state file beside the model.
+    Training is resumable like every training node: ``training_state`` is the state file beside the model.
+    A loaded model's history is one row, its validation accuracy.
     """
+    settings = MaskModelSettings.from_dict(mask_model)
+    if settings.loads:
+        checkpoint = load_mask_model(settings, dataset_info)
+        return checkpoint, _loaded_history(checkpoint, val_set, settings, device)
     best, _last, history = fit(
         train_set,
         val_set,
@@ -60,18 +88,36 @@ def compute_attention_masks(
     """Grad-CAM (target = true label, last conv block, per-image min-max) of every training image.
 
     Returns the maps as uint8 (``round(255 * M)``; the foreground threshold is a
-    training parameter, ``omega``) and, where the data has true foreground masks,
-    the IoU of the thresholded maps with them.
+    training parameter, ``omega``), their share of pixels below each of
+    ``mask_model.iou_thresholds`` and, where the data has true foreground masks, the IoU of
+    the thresholded maps with them. The pass goes ``mask_model.batch_size`` images at a
+    time: memory is the uint8 maps plus one batch, whatever the data size.
     """
+    settings = MaskModelSettings.from_dict(mask_model)
     torch_device = resolve_device(device)
-    model = load_classifier(mask_model_checkpoint, torch_device)
-    data = to_device_set(train_set, torch_device, name="train_set")
-    maps = grad_cam_batched(model, data.float_images(), data.labels, batch_size=int(mask_model.get("batch_size", 256)))
-    quality: dict[str, Any] = {"n_images": len(data), "mean_attention": float(maps.mean())}
-    if data.masks is not None:
-        truth = data.masks >= 128
-        for omega in mask_model.get("iou_thresholds", [0.1, 0.3, 0.5]):
-            iou = foreground_iou(maps, truth, float(omega))
-            quality[f"iou_true_foreground@{omega}"] = float(iou.mean())
+    model = map_model(mask_model_checkpoint, settings, train_set["images"].shape[1:], torch_device)
+    truth = train_set.get("masks")
+    stored = np.empty(train_set["images"].shape[:3], dtype=np.uint8)
+    below: dict[float, list[torch.Tensor]] = {float(t): [] for t in settings.iou_thresholds}
+    ious: dict[float, list[torch.Tensor]] = {float(t): [] for t in settings.iou_thresholds}
+    total = 0.0
+    for start, end, maps in iterate_attention_maps("gradcam", model, train_set, torch_device, settings.batch_size,
+                                                   progress=_progress(mask_model)):
+        stored[start:end] = quantize_masks(maps).cpu().numpy()
+        total += float(maps.double().sum())
+        fg = None if truth is None else torch.from_numpy(np.asarray(truth[start:end]) >= 128).to(maps.device)
+        for omega, shares in below.items():
+            shares.append((maps < omega).flatten(1).float().mean(1).cpu())
+            if fg is not None:
+                ious[omega].append(foreground_iou(maps, fg, omega).cpu())
+    n = len(stored)
+    quality: dict[str, Any] = {"n_images": n, "mean_attention": total / max(1, stored.size)}
+    for omega, shares in below.items():
+        quality[f"background_share@{omega}"] = float(torch.cat(shares).mean()) if shares else 0.0
+    if truth is not None:
+        for omega, values in ious.items():
+            quality[f"iou_true_foreground@{omega}"] = float(torch.cat(values).mean())
         logger.info("Grad-CAM foreground vs true foreground: %s", {k: round(v, 3) for k, v in quality.items() if k.startswith("iou")})
-    return {"masks": quantize_masks(maps).cpu().numpy()}, quality
+    logger.info("Grad-CAM background share (map < omega): %s",
+                {k: round(v, 3) for k, v in quality.items() if k.startswith("background_share")})
+    return {"masks": stored}, quality

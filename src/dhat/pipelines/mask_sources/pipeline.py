@@ -23,13 +23,14 @@ from dhat.pipelines.training.pipeline import TRAINING_INPUTS
 from dhat.sweeps import MaskSourceSettings
 
 _SHARED_DATA = {"train_set", "val_set", "test_set", "dataset_info", "mask_model"}
-_SHARED_PARAMS = TRAINING_PARAMS | {"params:mask_sources", "params:evaluation"}
+_SHARED_PARAMS = TRAINING_PARAMS | {"params:mask_sources", "params:mask_model", "params:evaluation"}
 
 
 def _unit() -> Pipeline:
     """Maps from the source (``source``, from the catalog), train on them, score."""
     return Pipeline([
-        Node(compute_source_maps, inputs=["source", "mask_model", "train_set", "params:mask_sources", "params:device"],
+        Node(compute_source_maps, inputs=["source", "mask_model", "train_set", "params:mask_sources",
+                                          "params:mask_model", "params:device"],
              outputs=["attention_masks", "map_summary"], name="compute_maps", tags=["mask_precomputation"]),
         Node(train_with_source, inputs=["source", "params:mask_sources", *TRAINING_INPUTS],
              outputs=["model_best", "model_last", "history"], name="train", tags=["training"]),
