@@ -24,10 +24,13 @@ def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> t
         Maps of shape ``[B, H, W]`` in ``[0, 1]``; an image whose map is constant
         (no positive evidence anywhere) gets all zeros.
     """
+    with batchnorm_mode(model, "eval"):
+        # The gradient is w.r.t. the feature map only: the backbone runs without autograd (no
+        # activations kept, whatever the image size), and no parameter gradient is built.
+        with torch.no_grad():
+            feature_map = model.features(x.detach())
     with batchnorm_mode(model, "eval"), torch.enable_grad():
-        # Differentiate w.r.t. a detached copy of the feature map: the gradient is the
-        # same and no parameter gradient is built.
-        feature_map = model.features(x.detach()).detach().requires_grad_(True)
+        feature_map = feature_map.detach().requires_grad_(True)
         logits = model.head(feature_map)
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, feature_map)

@@ -65,11 +65,14 @@ def benchmark_methods(  # noqa: PLR0913 - one keyword per benchmark knob
     *,
     precision: str = "fp32",
     channels_last: bool = False,
+    compile: bool = False,  # noqa: A002 - the training switch's own name (training.compile)
 ) -> dict[str, StepTiming]:
     """Median seconds per training step of each method (same model size, batch, device and precision).
 
     ``precision`` is applied as in training (:mod:`dhat.precision`: autocast, and a gradient
-    scaler for fp16). On CUDA the peak memory of each method's steps is recorded.
+    scaler for fp16); ``compile`` runs each step through ``torch.compile`` of the model, as
+    ``training.compile`` does (the warm-up steps absorb the compilation). On CUDA the peak
+    memory of each method's steps is recorded.
     """
     if steps < 1 or warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
@@ -93,7 +96,7 @@ def benchmark_methods(  # noqa: PLR0913 - one keyword per benchmark knob
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         method.use_loss_scaler(make_scaler(torch_device, precision))
-        runners[name] = (method, model, optimizer)
+        runners[name] = (method, torch.compile(model) if compile else model, optimizer)
     times: dict[str, list[float]] = {name: [] for name in methods}
     peaks: dict[str, int | None] = dict.fromkeys(methods)
     for round_index in range(warmup + steps):
@@ -148,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (as training.compile)")
     parser.add_argument("--dataset-size", type=int, default=CIFAR10_TRAIN_IMAGES,
                         help="training images of the projected epoch (CIFAR-10: 50000)")
     args = parser.parse_args(argv)
@@ -160,12 +164,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = {"width": args.width} if args.width else {}
     results = benchmark_methods(
         methods, args.model, args.image_size, args.num_classes, args.batch_size, args.steps, args.warmup, args.device,
-        model_options=options, precision=args.precision, channels_last=args.channels_last,
+        model_options=options, precision=args.precision, channels_last=args.channels_last, compile=args.compile,
     )
     table = benchmark_table(results, args.batch_size, args.dataset_size)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"model {args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.precision}, {name}, "
+    switches = "".join(s for s, on in ((", channels_last", args.channels_last), (", compiled", args.compile)) if on)
+    print(f"model {args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.precision}{switches}, {name}, "
           f"median of {args.steps} interleaved steps after {args.warmup} warm-up")
     print(f"{'method':<16}{'s/step':>10}{'img/s':>10}{'x PGD-AT':>10}{'peak MiB':>10}"
           f"{f'epoch s ({args.dataset_size})':>22}")

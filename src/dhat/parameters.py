@@ -178,6 +178,11 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         SECTION_SETTINGS[section].from_dict(params.get(section))
     if "transfer" in stages:
         TransferSettings.from_dict(params.get("transfer"))
+    _check_requirements(params, namespaces, sections)
+
+
+def _check_requirements(params: Mapping[str, Any], namespaces: Iterable[str], sections: Iterable[str]) -> None:
+    """Stop when the data cannot give the run's methods and analyses what they need (one message for all)."""
     needs = run_requirements(params, namespaces, sections)
     if needs:
         data = params.get("data", {})

@@ -26,12 +26,12 @@ from tests.pipelines.memory import REPO
 CORE = list(namespaces(["core", "oracle"]))
 
 
-def _run(project: Path, **run_kwargs):
-    """``kedro run --env test`` with the repository's conf/ and ``project`` as the data root."""
+def _run(project: Path, env: str = "test", **run_kwargs):
+    """``kedro run --env <env>`` (default ``test``) with the repository's conf/ and ``project`` as the data root."""
     bootstrap_project(REPO)
     params = run_kwargs.pop("params", None)
     try:
-        with KedroSession.create(project_path=project, env="test", runtime_params=params,
+        with KedroSession.create(project_path=project, env=env, runtime_params=params,
                                  conf_source=str(REPO / "conf")) as session:
             return session.run(**run_kwargs)
     finally:

@@ -127,6 +127,25 @@ def read_mask_files(
     return out
 
 
+def _load_array_file(path: Path, where: str) -> tuple[np.ndarray, list[str] | None]:
+    """``(masks, files or None)`` of a ``.npy`` (memory-mapped) or ``.npz`` mask file; never unpickles."""
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(f"{where}: give a folder of per-image mask files, a .npy or an .npz file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as archive:
+            if "masks" not in archive.files:
+                raise ValueError(f"{where}: expected an array 'masks' [N, H, W], found {sorted(archive.files)}")
+            files = [str(f) for f in archive["files"]] if "files" in archive.files else None
+            return archive["masks"], files
+    except (ValueError, OSError) as error:
+        if str(error).startswith(where):
+            raise
+        raise ValueError(f"{where} cannot be read as a mask array ({error}); masks must be numeric or boolean "
+                         "arrays: object arrays are never unpickled") from error
+
+
 def read_mask_array(
     path: Path,
     positions: np.ndarray,
@@ -150,17 +169,7 @@ def read_mask_array(
         ValueError: naming the file when the counts, the file names or the shapes do not match.
     """
     where = f"data.external_masks={str(path)!r}"
-    if path.suffix == ".npy":
-        masks = np.load(path, mmap_mode="r", allow_pickle=False)
-        files = None
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            if "masks" not in archive.files:
-                raise ValueError(f"{where}: expected an array 'masks' [N, H, W], found {sorted(archive.files)}")
-            masks = archive["masks"]
-            files = [str(f) for f in archive["files"]] if "files" in archive.files else None
-    else:
-        raise ValueError(f"{where}: give a folder of per-image mask files, a .npy or an .npz file")
+    masks, files = _load_array_file(path, where)
     if masks.ndim != 3:
         raise ValueError(f"{where}: masks must have shape [N, H, W], got {masks.shape}")
     if files is not None:
