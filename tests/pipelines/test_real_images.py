@@ -80,13 +80,9 @@ def photos(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cifar_env():
     """``KEDRO_ENV=cifar10``, as the project's ``kedro run --env cifar10`` sets it."""
-    previous = os.environ.get("KEDRO_ENV")
-    os.environ["KEDRO_ENV"] = "cifar10"
-    yield
-    if previous is None:
-        del os.environ["KEDRO_ENV"]
-    else:
-        os.environ["KEDRO_ENV"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEDRO_ENV", "cifar10")
+        yield
 
 
 @pytest.fixture(scope="module")
