@@ -84,3 +84,44 @@ def test_the_study_pipeline_follows_its_settings():
     assert trained == {"study_seed5.pgd_at", "study_seed5.dhat", "study_seed6.pgd_at", "study_seed6.dhat"}
     ablations = {n.namespace for n in create_ablation_pipeline(settings).nodes if "training" in n.tags}
     assert {ns.split(".")[0] for ns in ablations} == {"study_seed5", "study_seed6"}
+
+
+def test_comparisons_come_from_the_settings():
+    from dhat.study import StudySettings
+
+    settings = StudySettings.from_dict({"comparisons": [["dhat_absolute_mask", "dhat"], ["dhat", "uiat"]]})
+    assert settings.comparisons == (("dhat_absolute_mask", "dhat"), ("dhat", "uiat"))
+    for bad in ([["dhat"]], "dhat-uiat", [["dhat", "nope"]]):
+        with pytest.raises(ValueError, match="study.comparisons|nope"):
+            StudySettings.from_dict({"comparisons": bad})
+
+
+def test_one_mask_model_per_seed_is_trained_with_that_seed_and_feeds_only_that_seeds_units():
+    """In memory, the test environment's sizes: two seeds of PGD-AT and DHAT, each seed its own mask model."""
+    import pandas as pd
+
+    from dhat.pipelines.study.pipeline import create_pipeline
+    from dhat.study import StudySettings
+    from tests.pipelines.memory import load_parameters, run_pipeline
+
+    params = load_parameters("test")
+    params["study"] = {"seeds": [0, 1], "methods": ["pgd_at", "dhat"], "mask_model_per_seed": True,
+                       "comparisons": [["dhat", "pgd_at"]]}
+    settings = StudySettings.from_dict(params["study"])
+    pipeline = create_pipeline(settings)
+    masks_nodes = {n.name for n in pipeline.nodes if "mask_precomputation" in n.tags}
+    assert masks_nodes == {f"study_seed{s}.{n}" for s in (0, 1) for n in ("train_mask_model", "compute_attention_masks")}
+    dhat_train = next(n for n in pipeline.nodes if n.name == "study_seed1.dhat.train")
+    assert "study_seed1.attention_masks" in dhat_train.inputs and "attention_masks" not in dhat_train.inputs
+    catalog = run_pipeline(pipeline, params, **{f"study_seed{s}.seed": s for s in (0, 1)})
+    models = [catalog.load(f"study_seed{s}.mask_model") for s in (0, 1)]
+    assert [m["metadata"]["training"]["seed"] for m in models] == [0, 1]
+    first, second = (catalog.load(f"study_seed{s}.attention_masks")["masks"] for s in (0, 1))
+    assert first.shape == second.shape and not np.array_equal(first, second)  # two mask models, two sets of maps
+    paired = catalog.load("study_paired_table")
+    assert set(paired["comparison"]) == {"DHAT - PGD-AT"}
+    masks = catalog.load("study_masks_table")
+    assert isinstance(masks, pd.DataFrame) and masks["seed"].tolist() == [0, 1] and set(masks["method"]) == {"dhat"}
+    assert masks["mask_model_val_clean"].between(0, 100).all() and masks["coverage"].between(0, 1).all()
+    assert "background_share@0.1" in masks and "one mask model per seed" in catalog.load("study_report")
+    assert catalog.load("study_masks_figure").get_axes()  # a figure with panels

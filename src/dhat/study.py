@@ -30,14 +30,29 @@ class StudySettings:
     Attributes:
         seeds: one namespace ``study_seed<k>.<method>`` per seed and method.
         methods: method namespaces; ``None`` = the catalog groups ``core`` and ``oracle``.
+        mask_model_per_seed: train the mask model once per seed (with that seed), so DHAT's
+            intervals cover the mask model's randomness too; ``False`` shares one mask model
+            (``mask_model.training.seed``) across the seeds.
+        comparisons: the paired differences ``a - b`` to report, as ``[a, b]`` pairs of
+            namespaces; ``None`` = :data:`~dhat.methods.catalog.PAIRED_COMPARISONS`.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     methods: tuple[str, ...] | None = None
+    mask_model_per_seed: bool = False
+    comparisons: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> StudySettings:
         values = dict(params or {})
+        if values.get("comparisons") is not None:
+            pairs = values["comparisons"]
+            if not isinstance(pairs, Sequence) or not all(
+                    isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 for p in pairs):
+                raise ValueError(f"study.comparisons must be a list of [a, b] namespace pairs (a - b), got {pairs!r}")
+            for a, b in pairs:
+                catalog_entry(a), catalog_entry(b)  # names an unknown namespace
+            values["comparisons"] = tuple((str(a), str(b)) for a, b in pairs)
         seeds = values.get("seeds", cls.seeds)
         if (not isinstance(seeds, Sequence) or isinstance(seeds, str) or not seeds
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):

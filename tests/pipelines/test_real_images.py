@@ -31,6 +31,8 @@ from tests.pipelines.test_end_to_end import _latest, _run, _scratch
 ARCHIVE = Path(os.environ.get("DHAT_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 PER_CLASS = {"train": 30, "test": 10}
 CORE_WITHOUT_ORACLE = ["natural", "pgd_at", "uiat", "dhat"]
+#: Where the cifar10 environment keeps its outputs (its globals.yml), apart from the embedded default's data/.
+DATA = "data/cifar10"
 
 pytestmark = pytest.mark.skipif(
     not ARCHIVE.is_file(), reason=f"the CIFAR-10 JPEG archive is not at {ARCHIVE} (set DHAT_CIFAR10_JPEG to its path)")
@@ -93,15 +95,15 @@ def real_project(tmp_path_factory, photos, cifar_env) -> Path:
 
 
 def test_train_eval_runs_on_real_photographs_and_leaves_the_oracle_out(real_project):
-    info = json.loads((real_project / "data/05_model_input/dataset_info.json").read_text())
+    info = json.loads((real_project / f"{DATA}/05_model_input/dataset_info.json").read_text())
     assert info["source"] == "image_folder" and info["image_shape"] == [32, 32, 3] and info["provides"] == []
     assert info["sizes"] == {"train": 250, "val": 50, "test": 100} and info["class_names"][0] == "airplane"
     assert all(0.3 < m < 0.6 for m in info["mean"])  # photographs, not noise or black images
-    table = pd.read_csv(real_project / "data/08_reporting/table1_robustness.csv")
+    table = pd.read_csv(real_project / f"{DATA}/08_reporting/table1_robustness.csv")
     assert table["method"].tolist() == CORE_WITHOUT_ORACLE
-    report = (real_project / "data/08_reporting/report.md").read_text()
+    report = (real_project / f"{DATA}/08_reporting/report.md").read_text()
     assert "reduced" in report and "dhat_true_masks" not in report
-    metrics = json.loads(_latest(real_project / "data/07_model_output/dhat/metrics.json").read_text())
+    metrics = json.loads(_latest(real_project / f"{DATA}/07_model_output/dhat/metrics.json").read_text())
     masks = metrics["masks"]  # the cifar10 environment's DHAT: the paper's absolute rule, omega 0.1
     assert (masks["source"], masks["rule"], masks["omega"]) == ("gradcam", "absolute", 0.1)
     assert 0.0 <= masks["coverage"] <= 1.0 and masks["iou_true_background"] is None  # no truth on photographs
@@ -110,15 +112,15 @@ def test_train_eval_runs_on_real_photographs_and_leaves_the_oracle_out(real_proj
 
 def test_a_mask_model_checkpoint_is_loaded_instead_of_trained_and_gives_the_same_masks(real_project, photos, tmp_path):
     project = shutil.copytree(real_project, tmp_path / "copy")
-    trained = _latest(project / "data/06_models/mask_model/model.pt")
+    trained = _latest(project / f"{DATA}/06_models/mask_model/model.pt")
     given = shutil.copy(trained, tmp_path / "reference.pt")
-    before = NpzDataset(str(project / "data/04_feature/attention_masks.npz")).load()["masks"]
+    before = NpzDataset(str(project / f"{DATA}/04_feature/attention_masks.npz")).load()["masks"]
     params = _tiny(photos)
     params["mask_model"]["checkpoint"] = str(given)
     _run(project, env="cifar10", pipeline_names=["data_ingestion", "mask_precomputation"], params=params)
-    after = NpzDataset(str(project / "data/04_feature/attention_masks.npz")).load()["masks"]
+    after = NpzDataset(str(project / f"{DATA}/04_feature/attention_masks.npz")).load()["masks"]
     np.testing.assert_array_equal(after, before)
-    history = pd.read_csv(project / "data/07_model_output/mask_model/history.csv")
+    history = pd.read_csv(project / f"{DATA}/07_model_output/mask_model/history.csv")
     assert history["epoch"].tolist() == [0] and history["loaded_from"].tolist() == [str(given)]
 
 
@@ -137,7 +139,7 @@ def test_external_masks_beside_the_photographs_train_dhat(real_project, photos, 
     _run(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
     params["dhat"] = {"method": {"params": {"mask_source": "external"}}}
     _run(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["dhat"], params=params)
-    checkpoint = torch.load(_latest(project / "data/06_models/dhat/model_best.pt"), weights_only=True)
+    checkpoint = torch.load(_latest(project / f"{DATA}/06_models/dhat/model_best.pt"), weights_only=True)
     described = checkpoint["metadata"]["masks"]
     assert described["source"] == "external" and described["coverage"] == pytest.approx(1 - 256 / 1024)
 
@@ -145,7 +147,7 @@ def test_external_masks_beside_the_photographs_train_dhat(real_project, photos, 
 def test_mask_sources_run_on_real_photographs_with_the_environments_list(real_project, photos, tmp_path):
     project = shutil.copytree(real_project, tmp_path / "copy")
     _run(project, env="cifar10", pipeline_names=["mask_sources"], params=_tiny(photos))
-    table = pd.read_csv(project / "data/08_reporting/mask_sources/mask_sources.csv").set_index("source")
+    table = pd.read_csv(project / f"{DATA}/08_reporting/mask_sources/mask_sources.csv").set_index("source")
     assert list(table.index) == ["gradcam", "captum_gradcam", "integrated_gradients"]  # conf/cifar10: no 'true'
     assert table["coverage"].between(0, 1).all() and (table["n_images"] == 100).all()
 
@@ -161,3 +163,30 @@ def test_photographs_given_with_params_to_a_pipeline_built_for_the_digits_stop_b
                                          r"data\.source='image_folder'.*--namespaces"):
         _run(project, pipeline_names=["train_eval"], params=params)
     assert not (project / "data").exists() or not any((project / "data").rglob("*.npz"))
+
+
+def test_the_cpu_studys_pipeline_runs_on_real_photographs(photos):
+    """``conf/cifar10_cpu``'s study (its methods, per-seed mask models, comparisons) on two of its seeds, in memory,
+    with the test sizes above: every unit trains and is scored, the aggregation and the mask report are written."""
+    from dhat.pipelines.study.pipeline import create_pipeline
+    from dhat.study import StudySettings
+    from tests.pipelines.memory import run_pipeline
+
+    params = load_parameters("cifar10_cpu")
+    for key, value in _tiny(photos).items():
+        params[key] = {**params.get(key, {}), **value}
+    params["data"]["train_size"] = None
+    settings = StudySettings.from_dict(params["study"])
+    two = StudySettings(settings.seeds[:2], settings.methods, settings.mask_model_per_seed, settings.comparisons)
+    catalog = run_pipeline(create_pipeline(two), params, **{f"study_seed{s}.seed": s for s in two.seeds})
+    table = catalog.load("study_table")
+    assert set(table["method"]) == set(settings.methods) and (table["n_seeds"] == 2).all()
+    assert set(table["attack"]) == {"clean", "pgd5", "autoattack"}
+    assert table.groupby("attack")["n_images"].max().to_dict() == {"autoattack": 12, "clean": 24, "pgd5": 24}
+    paired = catalog.load("study_paired_table")
+    assert set(paired["comparison"]) == {
+        "DHAT (mask omega 0.1) - UIAT", "DHAT (mask omega 0.1) - PGD-AT", "DHAT - UIAT", "DHAT - PGD-AT",
+        "DHAT (mask omega 0.1) - DHAT", "UIAT - PGD-AT"}
+    masks = catalog.load("study_masks_table").set_index(["method", "seed"])
+    assert masks.loc[("dhat", 0), "coverage"] == pytest.approx(0.5, abs=0.01)  # the quantile rule: half the pixels
+    assert masks.loc[("dhat_absolute_mask", 1), "rule"] == "absolute"

@@ -1,4 +1,4 @@
-"""Figures of the analysis outputs: attention under +-eps, robustness against the radius, sensitivity.
+"""Figures of the analysis outputs: attention under +-eps, robustness against the radius, sensitivity, masks.
 
 Each function takes the long table its analysis writes (with a ``method`` column where
 several methods are drawn) and returns a matplotlib figure with labelled axes, units
@@ -7,16 +7,19 @@ and a legend; shaded bands and error bars are the tables' 95% intervals.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from dhat.analysis.attention_shift import iou_quantities
+from dhat.masks import MaskRule, background_mask
 from dhat.methods.catalog import display_name, order_methods
 
-__all__ = ["ATTACK_NAMES", "attention_shift_figure", "robustness_vs_eps_figure", "sensitivity_figure"]
+__all__ = ["ATTACK_NAMES", "attention_shift_figure", "mask_examples_figure", "robustness_vs_eps_figure",
+           "sensitivity_figure"]
 
 _IOU_TITLES = {
     "iou_clean_attention": "IoU with the clean image's attention region",
@@ -96,5 +99,36 @@ def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[st
     ax.set_title(f"{display_name(method)}: sensitivity to {parameter} (one seed)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def mask_examples_figure(images: np.ndarray, maps: np.ndarray, labels: Sequence[str],
+                         rules: Mapping[str, MaskRule], coverage_of: Mapping[str, float] | None = None) -> plt.Figure:
+    """A row per training image: the image, its stored Grad-CAM map, and DHAT's background image under each rule.
+
+    ``images`` uint8 ``[n, H, W, 3]``, ``maps`` uint8 ``[n, H, W]`` (``round(255 * M)``), ``labels`` the class
+    names; the background image is the image with every pixel the rule calls foreground set to black, as
+    ``x_bg = x * 1[background]`` in training. ``coverage_of`` adds each rule's share of background over the
+    whole training set to its column title.
+    """
+    float_maps = torch.from_numpy(np.asarray(maps)).float() / 255.0
+    backgrounds = {name: background_mask(float_maps, rule).numpy() for name, rule in rules.items()}
+    columns = 2 + len(rules)
+    fig, axes = plt.subplots(len(images), columns, figsize=(1.9 * columns, 1.9 * len(images)), squeeze=False)
+    for row, (image, grad_map, label) in enumerate(zip(images, maps, labels, strict=True)):
+        axes[row][0].imshow(image)
+        axes[row][0].set_ylabel(label, fontsize=8)
+        axes[row][1].imshow(grad_map, cmap="jet", vmin=0, vmax=255)
+        for col, (name, background) in enumerate(backgrounds.items(), start=2):
+            axes[row][col].imshow(image * background[row][..., None])
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    titles = ["image", "Grad-CAM map", *(f"background: {name}" + (f"\n({100 * coverage_of[name]:.0f}% of pixels)"
+                                                                    if coverage_of and name in coverage_of else "")
+                                       for name in rules)]
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig

@@ -9,7 +9,7 @@ import numpy as np
 __all__ = ["CHUNK_BYTES", "channel_statistics"]
 
 #: Bytes of uint8 images one step of a pass over a data set reads (the statistics' working memory).
-CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 def channel_statistics(images: np.ndarray) -> tuple[list[float], list[float]]:
