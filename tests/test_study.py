@@ -125,3 +125,4 @@ def test_one_mask_model_per_seed_is_trained_with_that_seed_and_feeds_only_that_s
     assert masks["mask_model_val_clean"].between(0, 100).all() and masks["coverage"].between(0, 1).all()
     assert "background_share@0.1" in masks and "one mask model per seed" in catalog.load("study_report")
     assert catalog.load("study_masks_figure").get_axes()  # a figure with panels
+    assert len(catalog.load("study_curves_figure").get_axes()) == 4  # clean and PGD for each of the two methods

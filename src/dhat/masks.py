@@ -112,14 +112,18 @@ def stored_mask_statistics(
     ``chunk`` images at a time: the same numbers, without a float copy of the whole set."""
     if true_masks is not None and np.shape(true_masks) != np.shape(maps):
         raise ValueError(f"true masks must have the maps' shape {np.shape(maps)}, got {np.shape(true_masks)}")
-    parts: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = []
-    for start in range(0, len(maps), chunk):
+    n = len(maps)
+    # Preallocated per-image arrays rather than a list of per-chunk tensors, which would fragment the heap.
+    coverage = np.empty(n, np.float32)
+    iou = None if true_masks is None else np.empty(n, np.float32)
+    share = None if true_masks is None else np.empty(n, np.float32)
+    for start in range(0, n, chunk):
         block = torch.from_numpy(np.ascontiguousarray(maps[start : start + chunk])).float() / 255.0
         truth = None if true_masks is None else torch.from_numpy(np.asarray(true_masks[start : start + chunk]) >= 128)
-        parts.append(_per_image(block, rule, truth))
-    if not parts:
-        return _summary(torch.zeros(0), None, None)
-    coverage = torch.cat([p[0] for p in parts])
-    iou = None if parts[0][1] is None else torch.cat([p[1] for p in parts])  # type: ignore[misc]
-    share = None if parts[0][2] is None else torch.cat([p[2] for p in parts])  # type: ignore[misc]
-    return _summary(coverage, iou, share)
+        part = _per_image(block, rule, truth)
+        end = start + block.shape[0]
+        coverage[start:end] = part[0].numpy()
+        if iou is not None and share is not None:
+            iou[start:end], share[start:end] = part[1].numpy(), part[2].numpy()  # type: ignore[union-attr]
+    return _summary(torch.from_numpy(coverage), None if iou is None else torch.from_numpy(iou),
+                    None if share is None else torch.from_numpy(share))

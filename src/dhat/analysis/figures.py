@@ -19,7 +19,7 @@ from dhat.masks import MaskRule, background_mask
 from dhat.methods.catalog import display_name, order_methods
 
 __all__ = ["ATTACK_NAMES", "attention_shift_figure", "mask_examples_figure", "robustness_vs_eps_figure",
-           "sensitivity_figure"]
+           "seed_curves_figure", "sensitivity_figure"]
 
 _IOU_TITLES = {
     "iou_clean_attention": "IoU with the clean image's attention region",
@@ -130,5 +130,31 @@ def mask_examples_figure(images: np.ndarray, maps: np.ndarray, labels: Sequence[
                                        for name in rules)]
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def seed_curves_figure(histories: Mapping[tuple[int, str], pd.DataFrame]) -> plt.Figure:
+    """Validation clean (top) and PGD (bottom) accuracy per epoch, a panel per method and a line per seed.
+
+    ``histories`` maps ``(seed, method)`` to the training history (``epoch``, ``val_clean``,
+    ``val_pgd10``), so whether every method's curves have flattened can be read off each panel.
+    """
+    methods = order_methods(list(dict.fromkeys(m for _, m in histories)))
+    fig, axes = plt.subplots(2, len(methods), figsize=(3.3 * len(methods), 5.6), squeeze=False, sharey="row")
+    for col, method in enumerate(methods):
+        for (seed, name), history in sorted(histories.items()):
+            if name != method:
+                continue
+            axes[0][col].plot(history["epoch"], history["val_clean"], linewidth=1, label=f"seed {seed}")
+            if "val_pgd10" in history and history["val_pgd10"].notna().any():
+                axes[1][col].plot(history["epoch"], history["val_pgd10"], linewidth=1, label=f"seed {seed}")
+        axes[0][col].set_title(display_name(method), fontsize=9)
+        axes[1][col].set_xlabel("epoch")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation clean (%)")
+    axes[1][0].set_ylabel("validation PGD (%)")
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     return fig

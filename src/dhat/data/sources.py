@@ -144,16 +144,20 @@ def read_images(files: list[Path], image_size: int | None, desc: str = "images",
     first = read(files[0])
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
     out[0] = first
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = pool.map(read, files[1:]) if len(files) > 1 else iter(())
-        progress = tqdm(arrays, total=len(files), initial=1, desc=desc, unit="img", leave=False)
-        for i, array in enumerate(progress, start=1):
-            if array.shape != first.shape:
-                raise ValueError(
-                    f"images differ in size: {files[i]} is {array.shape[1]}x{array.shape[0]} but {files[0]} is "
-                    f"{first.shape[1]}x{first.shape[0]}; set image_size to resize every image to one size"
-                )
-            out[i] = array
+    # Decoded images wait for their copy in windows of a few hundred: the pool never runs far ahead of
+    # the copy, so memory is the output array and one window, however many files there are.
+    window = 64 * workers
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(files), initial=1, desc=desc, unit="img", leave=False) as progress:
+        for start in range(1, len(files), window):
+            for i, array in enumerate(pool.map(read, files[start : start + window]), start=start):
+                if array.shape != first.shape:
+                    raise ValueError(
+                        f"images differ in size: {files[i]} is {array.shape[1]}x{array.shape[0]} but {files[0]} is "
+                        f"{first.shape[1]}x{first.shape[0]}; set image_size to resize every image to one size"
+                    )
+                out[i] = array
+            progress.update(min(window, len(files) - start))
     return out
 
 

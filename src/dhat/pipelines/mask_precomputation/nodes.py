@@ -97,9 +97,12 @@ def compute_attention_masks(
     torch_device = resolve_device(device)
     model = map_model(mask_model_checkpoint, settings, train_set["images"].shape[1:], torch_device)
     truth = train_set.get("masks")
+    n = len(train_set["labels"])
     stored = np.empty(train_set["images"].shape[:3], dtype=np.uint8)
-    below: dict[float, list[torch.Tensor]] = {float(t): [] for t in settings.iou_thresholds}
-    ious: dict[float, list[torch.Tensor]] = {float(t): [] for t in settings.iou_thresholds}
+    # Per-image figures go into preallocated arrays: keeping a small tensor per batch alive between the
+    # batches' large temporaries fragments the heap, and memory then grows with the data size.
+    below = {float(t): np.empty(n, np.float32) for t in settings.iou_thresholds}
+    ious = {float(t): np.empty(n, np.float32) for t in settings.iou_thresholds} if truth is not None else {}
     total = 0.0
     for start, end, maps in iterate_attention_maps("gradcam", model, train_set, torch_device, settings.batch_size,
                                                    progress=_progress(mask_model)):
@@ -107,16 +110,15 @@ def compute_attention_masks(
         total += float(maps.double().sum())
         fg = None if truth is None else torch.from_numpy(np.asarray(truth[start:end]) >= 128).to(maps.device)
         for omega, shares in below.items():
-            shares.append((maps < omega).flatten(1).float().mean(1).cpu())
+            shares[start:end] = (maps < omega).flatten(1).float().mean(1).cpu().numpy()
             if fg is not None:
-                ious[omega].append(foreground_iou(maps, fg, omega).cpu())
-    n = len(stored)
+                ious[omega][start:end] = foreground_iou(maps, fg, omega).cpu().numpy()
     quality: dict[str, Any] = {"n_images": n, "mean_attention": total / max(1, stored.size)}
     for omega, shares in below.items():
-        quality[f"background_share@{omega}"] = float(torch.cat(shares).mean()) if shares else 0.0
+        quality[f"background_share@{omega}"] = float(torch.from_numpy(shares).mean()) if n else 0.0
+    for omega, values in ious.items():
+        quality[f"iou_true_foreground@{omega}"] = float(torch.from_numpy(values).mean())
     if truth is not None:
-        for omega, values in ious.items():
-            quality[f"iou_true_foreground@{omega}"] = float(torch.cat(values).mean())
         logger.info("Grad-CAM foreground vs true foreground: %s", {k: round(v, 3) for k, v in quality.items() if k.startswith("iou")})
     logger.info("Grad-CAM background share (map < omega): %s",
                 {k: round(v, 3) for k, v in quality.items() if k.startswith("background_share")})

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dhat.analysis.figures import mask_examples_figure
+from dhat.analysis.figures import mask_examples_figure, seed_curves_figure
 from dhat.data.splits import take_subset
 from dhat.fitting import split_method_params
 from dhat.methods import create_method
@@ -119,3 +119,12 @@ def draw_study_masks(train_set: dict[str, np.ndarray], attention_masks: dict[str
     picked = take_subset({**train_set, "maps": attention_masks["masks"]}, MASK_FIGURE_IMAGES, seed=0)
     names = [dataset_info["class_names"][int(y)] for y in picked["labels"]]
     return mask_examples_figure(picked["images"], picked["maps"], names, rules)
+
+
+def draw_study_curves(**histories: pd.DataFrame) -> plt.Figure:
+    """Every unit's validation curves (keywords ``seed<k>__<method>__history``): one panel per method, a line per seed."""
+    by_unit = {}
+    for key, history in histories.items():
+        replicate, method, _ = key.split("__")
+        by_unit[(int(replicate.removeprefix("seed")), method)] = history
+    return seed_curves_figure(by_unit)

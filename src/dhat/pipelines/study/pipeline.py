@@ -23,6 +23,7 @@ from dhat.pipelines.evaluation.pipeline import evaluation_template
 from dhat.pipelines.mask_precomputation.nodes import compute_attention_masks
 from dhat.pipelines.study.nodes import (
     aggregate_study,
+    draw_study_curves,
     draw_study_masks,
     tabulate_study_masks,
     train_mask_model_with_seed,
@@ -132,8 +133,11 @@ def create_pipeline(settings: StudySettings | None = None, **kwargs) -> Pipeline
     methods = study_methods(settings)
     per_seed = settings.mask_model_per_seed
     masks = Pipeline([]) if per_seed else mask_precomputation.create_pipeline()
+    curves = Node(draw_study_curves, inputs={f"seed{s}__{m}__history": f"study_seed{s}.{m}.history"
+                                             for s in settings.seeds for m in methods},
+                  outputs="study_curves_figure", name="draw_study_curves", tags=["reporting"])
     return (data_ingestion.create_pipeline() + masks + _units(methods, settings.seeds, per_seed)
-            + Pipeline([_aggregate(_results(methods, settings.seeds), "study", "aggregate_study")])
+            + Pipeline([_aggregate(_results(methods, settings.seeds), "study", "aggregate_study"), curves])
             + _mask_reports(methods, settings.seeds, per_seed))
 
 
