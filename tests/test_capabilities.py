@@ -102,7 +102,7 @@ def test_the_log_says_what_a_composite_left_out(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="dhat.hooks"):
         _hook_run(cifar, pipeline, env="cifar10", pipeline_names=["train_eval"])
     assert "train_eval leaves out dhat_true_masks: dhat_true_masks.method.params.mask_source: true needs true " \
-           "foreground masks, which data.source='cifar10' does not provide" in caplog.text
+           "foreground masks, which the configured data (data.source='cifar10' in conf/) does not provide" in caplog.text
 
 
 def test_a_session_whose_env_would_shape_the_pipelines_otherwise_stops_saying_what_to_type(monkeypatch):

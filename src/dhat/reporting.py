@@ -225,11 +225,13 @@ def markdown_report(
     ]
     labels = sorted({str(v) for v in table.get("AA version", []) if v})
     if labels:
+        shift = table["Bg Shift"].notna().any() if "Bg Shift" in table else False
+        gap = ("Robust gap: accuracy on a fixed training subset minus the same on test images drawn from the training "
+               "distribution (robust overfitting alone)")
+        gap += ("; Bg Shift: accuracy on those test images minus the same images on decorrelated backgrounds"
+                if shift else "")
         lines += [f"Each accuracy with its 95% interval (bootstrap over the test images). AA: {', '.join(labels)}. "
-                  "Robust gap: accuracy on a fixed training subset minus the same on test digits drawn from the "
-                  "training distribution (robust overfitting alone); Bg Shift: accuracy on those test digits minus "
-                  "the same digits on decorrelated backgrounds "
-                  f"(attack: {', '.join(sorted({str(v) for v in table['gap_attack'] if v}))}).", ""]
+                  f"{gap} (attack: {', '.join(sorted({str(v) for v in table['gap_attack'] if v}))}).", ""]
     lines += _paired_lines(paired) + _mask_lines(masks)
     lines += [
         "## Selected vs last checkpoint",

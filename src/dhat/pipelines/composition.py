@@ -108,8 +108,8 @@ def usable_units(units: Iterable[str], needs: Callable[[str], list[Requirement]]
             unmet = []
         if unmet:
             source = (params.get("data") or {}).get("source", "embedded")
-            left_out[unit] = "; ".join(f"{r.key} needs {CAPABILITIES[r.capability]}, which data.source={source!r} "
-                                       "does not provide" for r in unmet)
+            left_out[unit] = "; ".join(f"{r.key} needs {CAPABILITIES[r.capability]}, which the configured data "
+                                       f"(data.source={source!r} in conf/) does not provide" for r in unmet)
         else:
             kept.append(unit)
     return tuple(kept), left_out
