@@ -190,3 +190,5 @@ def test_the_cpu_studys_pipeline_runs_on_real_photographs(photos):
     masks = catalog.load("study_masks_table").set_index(["method", "seed"])
     assert masks.loc[("dhat", 0), "coverage"] == pytest.approx(0.5, abs=0.01)  # the quantile rule: half the pixels
     assert masks.loc[("dhat_absolute_mask", 1), "rule"] == "absolute"
+    titles = [ax.get_title() for ax in catalog.load("study_masks_figure").get_axes()[:4]]
+    assert titles == ["image", "Grad-CAM map", "background:\nDHAT (mask omega 0.1)", "background:\nDHAT (quantile 0.5)"]

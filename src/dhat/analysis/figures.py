@@ -125,7 +125,7 @@ def mask_examples_figure(images: np.ndarray, maps: np.ndarray, labels: Sequence[
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
-    titles = ["image", "Grad-CAM map", *(f"background: {name}" + (f"\n({100 * coverage_of[name]:.0f}% of pixels)"
+    titles = ["image", "Grad-CAM map", *(f"background:\n{name}" + (f"\n({100 * coverage_of[name]:.0f}% of pixels)"
                                                                     if coverage_of and name in coverage_of else "")
                                        for name in rules)]
     for ax, title in zip(axes[0], titles, strict=True):

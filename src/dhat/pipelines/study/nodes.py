@@ -115,7 +115,8 @@ def draw_study_masks(train_set: dict[str, np.ndarray], attention_masks: dict[str
         if settings is not None and settings.source == "gradcam":
             rule = settings.rule
             label = f"omega {rule.omega:g}" if rule.rule == "absolute" else f"quantile {rule.background_share:g}"
-            rules[f"{display_name(namespace)} ({label})"] = rule
+            shown = display_name(namespace)
+            rules[shown if label in shown else f"{shown} ({label})"] = rule
     picked = take_subset({**train_set, "maps": attention_masks["masks"]}, MASK_FIGURE_IMAGES, seed=0)
     names = [dataset_info["class_names"][int(y)] for y in picked["labels"]]
     return mask_examples_figure(picked["images"], picked["maps"], names, rules)
