@@ -32,15 +32,10 @@ from dhat.checkpoints import load_classifier
 from dhat.data.registry import load_source
 from dhat.data.statistics import channel_statistics
 from dhat.fitting import fit
+from dhat.pipelines.composition import configured_parameters
 
-#: The study's method sections (as in conf/cifar10_cpu/parameters.yml).
-SECTIONS = {
-    "natural": {"name": "natural", "training": {"select_on": "val_clean"}},
-    "pgd_at": {"name": "pgd_at"},
-    "uiat": {"name": "uiat", "params": {"inverse": {"eps": "4/255"}}},
-    "dhat_absolute_mask": {"name": "dhat", "params": {"floe": "reference", "mask_rule": "absolute", "omega": 0.1}},
-    "dhat": {"name": "dhat", "params": {"floe": "reference", "mask_rule": "quantile", "background_share": 0.5}},
-}
+#: The study's methods, in the order the figure shows them; their sections come from the environment's YAML.
+METHODS = ("natural", "pgd_at", "uiat", "dhat_absolute_mask", "dhat")
 THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
 logger = logging.getLogger("dhat.pilot")
 
@@ -65,7 +60,7 @@ def plot_histories(out: Path, figure: Path) -> None:
         if method != "mask_model":
             runs.setdefault(method, []).append((f"{tag} seed {path.stem.split('_seed')[1].split('_')[0]}",
                                                 pd.read_csv(path)))
-    methods = [m for m in SECTIONS if m in runs]
+    methods = [m for m in METHODS if m in runs]
     fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.4), sharey=True, squeeze=False)
     for ax, method in zip(axes[0], methods, strict=True):
         for index, (label, history) in enumerate(runs[method]):
@@ -83,7 +78,7 @@ def plot_histories(out: Path, figure: Path) -> None:
     fig.savefig(figure, dpi=110)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--root", default="data/01_raw/cifar10-jpeg", help="image folder: <root>/{train,test}/<class>/*")
@@ -95,14 +90,20 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--methods", default=",".join(SECTIONS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--env", default="cifar10_cpu", help="the environment whose method sections are trained")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", type=Path, default=None, help="draw the histories in OUT to this file and stop")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    unknown = sorted(set(args.methods.split(",")) - set(SECTIONS))
+    unknown = sorted(set(args.methods.split(",")) - set(METHODS))
     if unknown:
-        parser.error(f"--methods: unknown {unknown}; choose from {sorted(SECTIONS)}")
+        parser.error(f"--methods: unknown {unknown}; choose from {sorted(METHODS)}")
     if args.plot is not None:
         plot_histories(args.out, args.plot)
         return
@@ -119,10 +120,12 @@ def main() -> None:
     recipe = {"epochs": args.epochs, "batch_size": 128, "lr": args.lr, "crop_padding": 4, "flip": True,
               "val_batch_size": 1000, "progress": False, "checkpoint_every": 0}
     methods = args.methods.split(",")
+    configured = configured_parameters(args.env)
+    sections = {m: dict(configured[m]["method"]) for m in methods}
     for seed in (int(s) for s in args.seeds.split(",")):
         tag = f"w{args.width}_n{args.train_size}_e{args.epochs}_s{args.image_size or 32}_seed{seed}"
         masks = None
-        if any(SECTIONS[m]["name"] == "dhat" for m in methods):
+        if any(sections[m]["name"] == "dhat" for m in methods):
             start = time.perf_counter()
             mask_recipe = {**recipe, "epochs": args.mask_epochs, "select_on": "val_clean", "val_steps": 0, "seed": seed}
             best, _, history = fit(source.train, source.val, None, info, {"name": "natural"}, model, mask_recipe,
@@ -136,7 +139,7 @@ def main() -> None:
                                **{f"below_{t}": float((scaled < t).mean()) for t in THRESHOLDS}})
         for method in methods:
             start = time.perf_counter()
-            section = dict(SECTIONS[method])
+            section = dict(sections[method])
             training = {**recipe, "seed": seed, **section.pop("training", {})}
             best, _, history = fit(source.train, source.val, masks, info, section, model, training, "cpu", label=method)
             history.to_csv(args.out / f"{tag}_{method}.csv", index=False)
