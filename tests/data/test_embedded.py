@@ -12,8 +12,8 @@ from dhat.data import NUM_STYLES, make_digit_texture_benchmark, render_textures
 from dhat.data.embedded import _bilinear_resize
 
 SPLITS = ("train", "val", "test", "test_aligned", "test_random", "test_foreground_only", "test_background_only",
-          "test_in_distribution")
-TEST_VARIANTS = SPLITS[2:]
+          "test_in_distribution", "val_decorrelated")
+TEST_VARIANTS = tuple(name for name in SPLITS if name.startswith("test"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _signatures(masks: np.ndarray, labels: np.ndarray) -> list[tuple[int, bytes]
 
 def test_shapes_dtypes_sizes_and_value_ranges(bench):
     assert set(bench) == set(SPLITS)
-    sizes = {"train": 1797 - 450 - 150, "val": 150}
+    sizes = {"train": 1797 - 450 - 150, "val": 150, "val_decorrelated": 150}
     for name, image_set in bench.items():
         n = sizes.get(name, 450)
         assert set(image_set) == {"images", "labels", "masks", "styles"}
@@ -207,3 +207,13 @@ def test_in_distribution_variant_mixes_aligned_and_random_backgrounds_at_rho(ben
     share = (np.asarray(mixed["styles"]) == np.asarray(mixed["labels"])).mean()
     assert 0.85 < share < 0.97
     np.testing.assert_array_equal(mixed["masks"], random_bg["masks"])
+
+
+def test_the_decorrelated_validation_split_shows_the_validation_digits_on_class_independent_backgrounds(bench):
+    val, decorrelated = bench["val"], bench["val_decorrelated"]
+    np.testing.assert_array_equal(decorrelated["labels"], val["labels"])
+    np.testing.assert_array_equal(decorrelated["masks"], val["masks"])  # the same strokes: only backgrounds change
+    aligned = np.mean(decorrelated["styles"] == decorrelated["labels"])
+    assert np.mean(val["styles"] == val["labels"]) > 0.85  # rho_train 0.9 (plus chance)
+    assert aligned < 0.25  # ~1/10 by chance: the style says nothing about the class
+    assert not np.array_equal(decorrelated["images"], val["images"])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dhat.data import load_image_folder, split_train_val
 from dhat.data import registry as data_registry
-from dhat.data.capabilities import EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
+from dhat.data.capabilities import DECORRELATED_VALIDATION, EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
 from dhat.data.registry import load_source, source_provides
 from dhat.data.splits import subset_positions
 
@@ -92,7 +92,7 @@ def test_embedded_sizes_subset_the_test_variants_alike():
 
 
 def test_sources_declare_what_they_provide(folder):
-    assert source_provides({"source": "embedded"}) == {TRUE_MASKS, TEST_VARIANTS}
+    assert source_provides({"source": "embedded"}) == {TRUE_MASKS, TEST_VARIANTS, DECORRELATED_VALIDATION}
     assert source_provides({"source": "cifar10"}) == frozenset()
     assert source_provides({"source": "image_folder", "root": str(folder), "external_masks": "m"}) == {EXTERNAL_MASKS}
     with pytest.raises(ValueError, match="data.source='mnist'"):

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "CAPABILITIES",
+    "DECORRELATED_VALIDATION",
     "EXTERNAL_MASKS",
     "Requirement",
     "TEST_VARIANTS",
@@ -29,6 +30,9 @@ __all__ = [
 TRUE_MASKS = "true_masks"
 #: Analysis variants of the test split (the embedded benchmark's aligned, random and foreground-only backgrounds).
 TEST_VARIANTS = "test_variants"
+#: A second validation split whose backgrounds are independent of the class, like the test split's (the embedded
+#: benchmark's ``val_variants["decorrelated"]``): tuning on it can reward debiasing, the usual split cannot.
+DECORRELATED_VALIDATION = "decorrelated_validation"
 #: Per-image masks a user computed elsewhere (``data.external_masks``), aligned with the training images.
 EXTERNAL_MASKS = "external_masks"
 
@@ -37,6 +41,7 @@ CAPABILITIES: dict[str, str] = {
     TRUE_MASKS: "true foreground masks",
     TEST_VARIANTS: "test-split variants with other backgrounds",
     EXTERNAL_MASKS: "external masks (data.external_masks)",
+    DECORRELATED_VALIDATION: "a validation split with class-independent backgrounds",
 }
 
 

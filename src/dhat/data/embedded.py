@@ -311,7 +311,7 @@ def make_digit_texture_benchmark(
             intensity (in [0, 1]) is at least this value.
 
     Returns:
-        ``{"train", "val", "test", "test_aligned", "test_random",
+        ``{"train", "val", "val_decorrelated", "test", "test_aligned", "test_random",
         "test_foreground_only", "test_background_only", "test_in_distribution"}`` -> image set with
         ``images`` uint8 ``[N, H, W, 3]``, ``labels`` int64 ``[N]``, ``masks``
         uint8 ``[N, H, W]`` (255 = digit stroke; all 0 for
@@ -319,7 +319,8 @@ def make_digit_texture_benchmark(
         style id, see :data:`STYLE_NAMES`; -1 for ``test_foreground_only``,
         which has no background). ``test_in_distribution`` is ``test_aligned`` with
         probability ``rho_train`` per image and ``test`` otherwise (the training
-        distribution). Class names are :data:`DIGIT_CLASS_NAMES`.
+        distribution). ``val_decorrelated`` holds the validation digits on backgrounds drawn independently
+        of the class, as in ``test``. Class names are :data:`DIGIT_CLASS_NAMES`.
 
     Raises:
         ValueError: naming the parameter that is out of range.
@@ -348,18 +349,20 @@ def make_digit_texture_benchmark(
         aligned = rng.random(len(y)) < rho_train
         return np.where(aligned, y, rng.integers(0, NUM_STYLES, len(y)))
 
-    def build(idx: np.ndarray, styles: np.ndarray, look: _DigitLook, mode: str) -> dict[str, np.ndarray]:
+    def build(idx: np.ndarray, styles: np.ndarray, look: _DigitLook, mode: str,
+              gen: np.random.Generator = rng) -> dict[str, np.ndarray]:
         y = labels[idx]
         fg = look.intensity >= mask_threshold
         if mode == "foreground_only":
             # Noise only on the stroke: the image must be exactly 0 outside the mask.
-            image = _composite(look, None, rng, noise) * fg[..., None]
+            image = _composite(look, None, gen, noise) * fg[..., None]
             masks = fg
         elif mode == "background_only":
-            image = render_textures(styles, image_size, rng, noise, texture_contrast, texture_brightness)
+            image = render_textures(styles, image_size, gen, noise, texture_contrast, texture_brightness)
             masks = np.zeros_like(fg)
         else:
-            image = _composite(look, render_textures(styles, image_size, rng, noise, texture_contrast, texture_brightness), rng, noise)
+            image = _composite(look, render_textures(styles, image_size, gen, noise, texture_contrast, texture_brightness),
+                               gen, noise)
             masks = fg
         return {
             "images": _to_uint8(image),
@@ -369,9 +372,10 @@ def make_digit_texture_benchmark(
         }
 
     out: dict[str, dict[str, np.ndarray]] = {}
+    looks: dict[str, _DigitLook] = {}
     for name, idx in (("train", train_idx), ("val", val_idx)):
-        look = _digit_looks(raw[idx], image_size, rng, alpha_range)
-        out[name] = build(idx, correlated_styles(labels[idx]), look, "composite")
+        looks[name] = _digit_looks(raw[idx], image_size, rng, alpha_range)
+        out[name] = build(idx, correlated_styles(labels[idx]), looks[name], "composite")
 
     test_labels = labels[test_idx]
     test_look = _digit_looks(raw[test_idx], image_size, rng, alpha_range)
@@ -388,5 +392,10 @@ def make_digit_texture_benchmark(
         key: np.where(aligned.reshape(-1, *[1] * (value.ndim - 1)), out["test_aligned"][key], value)
         for key, value in out["test"].items()
     }
+    # The validation digits again, on backgrounds drawn independently of the class as in the test split: a
+    # validation split that can reward debiasing (tuning's second protocol). Its own generator keeps the
+    # other outputs as they were.
+    val_gen = np.random.default_rng([seed, 2])
+    out["val_decorrelated"] = build(val_idx, val_gen.integers(0, NUM_STYLES, len(val_idx)), looks["val"], "composite",
+                                    val_gen)
     return out
-

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dhat.data.capabilities import EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
+from dhat.data.capabilities import DECORRELATED_VALIDATION, EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
 from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY, read_mask_array, read_mask_files
 from dhat.data.sources import (
@@ -46,13 +46,15 @@ ImageSet = dict[str, np.ndarray]
 
 @dataclass
 class SourceData:
-    """What a source returns: the three splits, the class names and the test variants (may be empty)."""
+    """What a source returns: the three splits, the class names, the test variants and the validation variants
+    (both may be empty; the embedded benchmark's ``val_variants["decorrelated"]`` has class-independent backgrounds)."""
 
     train: ImageSet
     val: ImageSet
     test: ImageSet
     class_names: list[str]
     variants: dict[str, ImageSet] = field(default_factory=dict)
+    val_variants: dict[str, ImageSet] = field(default_factory=dict)
 
 
 SourceLoader = Callable[[Mapping[str, Any], int], SourceData]
@@ -138,7 +140,7 @@ def _external_masks(data: Mapping[str, Any], positions: np.ndarray, pool_size: i
     return read_mask_array(path, positions, pool_size, size, resize, pool_files)
 
 
-@register_source("embedded", provides=(TRUE_MASKS, TEST_VARIANTS))
+@register_source("embedded", provides=(TRUE_MASKS, TEST_VARIANTS, DECORRELATED_VALIDATION))
 def _embedded(data: Mapping[str, Any], seed: int) -> SourceData:
     """Digits on class-correlated textures, with true masks and test variants (``data.embedded``)."""
     sets = make_digit_texture_benchmark(seed=seed, **data.get("embedded", {}))
@@ -152,7 +154,8 @@ def _embedded(data: Mapping[str, Any], seed: int) -> SourceData:
     tests = {name: index_set(value, keep_test) if subset else value
              for name, value in sets.items() if name.startswith("test")}
     variants = {name: value for name, value in tests.items() if name != "test"}
-    return SourceData(train, sets["val"], tests["test"], list(DIGIT_CLASS_NAMES), variants)
+    return SourceData(train, sets["val"], tests["test"], list(DIGIT_CLASS_NAMES), variants,
+                      {"decorrelated": sets["val_decorrelated"]})
 
 
 def _from_arrays(full_train: ImageSet, test: ImageSet, class_names: list[str], data: Mapping[str, Any],

@@ -16,17 +16,21 @@ logger = logging.getLogger(__name__)
 ImageSet = dict[str, np.ndarray]
 
 
-def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet], dict[str, Any]]:
+def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet],
+                                                dict[str, ImageSet], dict[str, Any]]:
     """Load or generate the configured data set and split it.
 
     Returns the train, validation (held out from train with ``data.seed``) and
-    test sets, the analysis variants of the test set (embedded data only; empty
-    otherwise) and a description (class names, sizes, normalisation statistics).
+    test sets, the analysis variants of the test set and of the validation set
+    (embedded data only: the decorrelated validation split tuning's second
+    protocol scores on; empty otherwise) and a description (class names, sizes,
+    normalisation statistics).
     """
     source = data.get("source", "embedded")
     seed = int(data.get("seed", 0))
     loaded = load_source(data)
     train, val, test, variants, class_names = loaded.train, loaded.val, loaded.test, loaded.variants, loaded.class_names
+    val_variants = loaded.val_variants
     if data.get("extra_npz"):
         if EXTERNAL_MASKS_KEY in train:
             raise ValueError("data.extra_npz and data.external_masks cannot be combined: the external masks cover the "
@@ -49,7 +53,8 @@ def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dic
         "provides": sorted(source_provides(data)),
         "selection": {key: data.get(key) for key in ("val_size", "train_size", "test_size")},
         "variants": sorted(variants),
+        "val_variants": sorted(val_variants),
     }
     logger.info("Data %s: %s (%s)", source, info["sizes"],
                 ", ".join(f"{k}={v}" for k, v in info["selection"].items() if v is not None) or "every image")
-    return train, val, test, variants, info
+    return train, val, test, variants, val_variants, info

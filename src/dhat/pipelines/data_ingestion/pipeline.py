@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 ingest_data,
                 inputs="params:data",
-                outputs=["train_set", "val_set", "test_set", "test_variants", "dataset_info"],
+                outputs=["train_set", "val_set", "test_set", "test_variants", "val_variants", "dataset_info"],
                 name="ingest_data",
                 tags=["data_ingestion"],
             )
