@@ -22,6 +22,8 @@ from dhat.models import available_models
 from dhat.reference_model import MaskModelSettings
 from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
+from dhat.tuning.settings import TuneSettings
+from dhat.tuning.space import apply_values, midpoint_values
 
 __all__ = ["STAGES", "method_requirements", "run_requirements", "validate_parameters"]
 
@@ -133,12 +135,31 @@ def _validate_method(params: Mapping[str, Any], namespace: str) -> None:
         TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
 
 
+def _validate_tune(params: Mapping[str, Any]) -> TuneSettings:
+    """``tune``, and every method's space written into its section: a path the method does not have fails here."""
+    settings = TuneSettings.from_dict(params.get("tune"))
+    for namespace in (*settings.methods, *settings.baselines):
+        _validate_method(params, namespace)
+    for namespace in settings.methods:
+        section = apply_values(params[namespace]["method"], midpoint_values(settings.dimensions(namespace)))
+        name, hyper, overrides = split_method_params(section, f"{namespace}.method")
+        try:
+            create_method(name, hyper, section=f"{namespace}.method.params")
+            TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"tune.spaces.{namespace} / tune.shared_space: a value of the space does not fit the "
+                             f"method's section: {error}") from error
+    return settings
+
+
 #: Parameter sections read as a whole by some nodes, validated when a node of the run reads them.
 SECTION_SETTINGS: dict[str, Any] = {
     "analysis": AnalysisSettings,
     "sensitivity": SensitivitySettings,
     "mask_sources": MaskSourceSettings,
 }
+#: Sections whose check needs the other sections too (``tune`` writes its spaces into the methods' sections).
+SECTION_CHECKS: dict[str, Any] = {"tune": _validate_tune}
 
 
 def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namespaces: Iterable[str],
@@ -176,6 +197,8 @@ def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namesp
         EvaluationSettings.from_dict(params.get("evaluation"))
     for section in sorted(set(sections) & set(SECTION_SETTINGS)):
         SECTION_SETTINGS[section].from_dict(params.get(section))
+    for section in sorted(set(sections) & set(SECTION_CHECKS)):
+        SECTION_CHECKS[section](params)
     if "transfer" in stages:
         TransferSettings.from_dict(params.get("transfer"))
     _check_requirements(params, namespaces, sections)

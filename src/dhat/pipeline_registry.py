@@ -28,11 +28,14 @@ from dhat.pipelines import (
     study,
     training,
     transfer,
+    tune,
+    tune_test,
 )
 from dhat.pipelines.composition import configured_parameters, usable_units
 from dhat.pipelines.study.pipeline import study_methods
 from dhat.study import StudySettings
 from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
+from dhat.tuning import PROTOCOL_NEEDS, TuneSettings
 
 #: Composite pipeline -> the catalog groups whose methods it trains and evaluates.
 COMPOSITES: dict[str, tuple[str, ...]] = {
@@ -80,7 +83,15 @@ def planned_units(params: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...],
     plans["study"] = usable_units(study_methods(study_settings), methods_needs, params)
     plans["mask_sources"] = usable_units(MaskSourceSettings.from_dict(params.get("mask_sources")).sources,
                                          _source_needs, params)
+    plans["tune"] = usable_units(TuneSettings.from_dict(params.get("tune")).protocols, _protocol_needs, params)
     return plans
+
+
+def _protocol_needs(protocol: str) -> list[Requirement]:
+    if protocol not in PROTOCOL_NEEDS:
+        return []
+    return [Requirement(PROTOCOL_NEEDS[protocol], "tune", f"tune.protocols: [..., {protocol}, ...]",
+                        f"remove {protocol!r} from tune.protocols in conf/<env>/parameters_tune.yml")]
 
 
 def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
@@ -95,6 +106,7 @@ def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
     study_settings = dataclasses.replace(StudySettings.from_dict(params.get("study")), methods=plans["study"][0])
     source_settings = dataclasses.replace(MaskSourceSettings.from_dict(params.get("mask_sources")),
                                           sources=plans["mask_sources"][0])
+    tune_settings = dataclasses.replace(TuneSettings.from_dict(params.get("tune")), protocols=plans["tune"][0])
     return {
         "data_ingestion": data_ingestion.create_pipeline(),
         "mask_precomputation": mask_precomputation.create_pipeline(),
@@ -108,5 +120,7 @@ def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
         "study_ablations": study.create_ablation_pipeline(study_settings),
         "sensitivity": sensitivity.create_pipeline(SensitivitySettings.from_dict(params.get("sensitivity"))),
         "mask_sources": mask_sources.create_pipeline(source_settings),
+        "tune": tune.create_pipeline(tune_settings),
+        "tune_test": tune_test.create_pipeline(tune_settings),
         "__default__": composites["train_eval"],
     }

@@ -20,7 +20,8 @@ from dhat.config import dataclass_from_dict
 from dhat.intervals import accuracy_interval, paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name, order_methods
 
-__all__ = ["STUDY_ATTACKS", "StudySettings", "reported_attacks", "stack_runs", "study_table", "study_paired_table", "study_markdown"]
+__all__ = ["STUDY_ATTACKS", "StudySettings", "collect_runs", "reported_attacks", "stack_runs", "study_table",
+           "study_paired_table", "study_markdown"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,21 @@ def reported_attacks(stacked: Mapping[str, Mapping[str, np.ndarray]]) -> list[st
     return [a for a in names if a in common]
 
 Runs = Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]
+
+
+def collect_runs(results: Mapping[str, Any]) -> tuple[dict[tuple[int, str], Mapping[str, np.ndarray]], str]:
+    """Node keywords ``seed<k>__<method>__metrics`` / ``__per_image`` -> ``{(seed, method): per-image flags}`` and
+    the evaluation's description (from the first metrics)."""
+    per_image: dict[tuple[int, str], Mapping[str, np.ndarray]] = {}
+    description = ""
+    for key, value in results.items():
+        replicate, method, kind = key.split("__")
+        seed = int(replicate.removeprefix("seed"))
+        if kind == "per_image":
+            per_image[(seed, method)] = value
+        elif not description:
+            description = f"Evaluation: {value['evaluation']['description']}."
+    return per_image, description
 
 
 def stack_runs(per_image: Mapping[tuple[int, str], Mapping[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:

@@ -57,7 +57,8 @@ class MethodEntry:
             DHAT can do with a perfect segmenter; needs data with true masks, trained by
             ``train_eval`` on the embedded default), ``baselines`` (the paper's other methods), ``ablations``
             (paper table 4), ``mask_variants`` (DHAT with the paper's absolute mask threshold instead of
-            the default's quantile rule), ``floe_variants`` (the FLOE forms compared by measurement).
+            the default's quantile rule, alone or with the reference code's FLOE as in the paper's
+            table 1), ``floe_variants`` (the FLOE forms compared by measurement).
     """
 
     namespace: str
@@ -84,6 +85,7 @@ METHOD_CATALOG: tuple[MethodEntry, ...] = (
     MethodEntry("dhat_dhlr_only", "DHAT (DHLR only)", "ablations"),
     MethodEntry("dhat_floe_only", "DHAT (FLOE only)", "ablations"),
     MethodEntry("dhat_absolute_mask", "DHAT (mask omega 0.1)", "mask_variants"),
+    MethodEntry("dhat_paper", "DHAT (paper settings)", "mask_variants"),
     MethodEntry("dhat_floe_paper", "DHAT (FLOE eq. 10)", "floe_variants"),
     MethodEntry("dhat_floe_reference", "DHAT (FLOE ref. code)", "floe_variants"),
 )

@@ -16,7 +16,7 @@ from dhat.methods import create_method
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name
 from dhat.pipelines.mask_precomputation.nodes import train_mask_model
 from dhat.pipelines.training.nodes import train_method_with
-from dhat.study import StudySettings, stack_runs, study_markdown, study_paired_table, study_table
+from dhat.study import StudySettings, collect_runs, stack_runs, study_markdown, study_paired_table, study_table
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,7 @@ def aggregate_study(study: dict[str, Any], **results: Any) -> tuple[pd.DataFrame
     (the pipeline builds them from its namespaces); the pairs are ``study.comparisons``.
     """
     settings = StudySettings.from_dict(study)
-    per_image: dict[tuple[int, str], dict[str, np.ndarray]] = {}
-    description = ""
-    for key, value in results.items():
-        replicate, method, kind = key.split("__")
-        seed = int(replicate.removeprefix("seed"))
-        if kind == "per_image":
-            per_image[(seed, method)] = value
-        elif not description:
-            description = f"Evaluation: {value['evaluation']['description']}."
+    per_image, description = collect_runs(results)
     stacked = stack_runs(per_image)
     seeds = sorted({s for s, _ in per_image})
     masks = ("one mask model per seed (trained with that seed)" if settings.mask_model_per_seed

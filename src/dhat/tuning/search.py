@@ -1,0 +1,214 @@
+"""The search: trials trained and scored on validation data until every method has the same completed budget.
+
+A trial writes its values into a copy of the method's section (:mod:`dhat.tuning.space`),
+trains it with the tuning seed through :func:`dhat.fitting.fit` (the same code as every
+training node) and returns the validation score of the checkpoint that selection keeps.
+The objective is handed a validation split and nothing else: it cannot read the test
+images. :func:`run_until_complete` asks Optuna for one trial at a time until the study
+holds ``n_trials`` *completed* trials, so failed and interrupted trials never count
+towards the budget; :func:`rescore_top` re-trains the best few with more seeds, since one
+score on a small validation split is noisy, and :func:`choose` picks the best mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from dhat.fitting import fit
+from dhat.tuning.space import Dimension, apply_values, suggest
+
+__all__ = ["TrialData", "TrialResult", "train_and_score", "make_objective", "completed", "counted",
+           "run_until_complete", "rescore_top", "choose", "trials_table", "trial_records", "parameter_importances"]
+
+logger = logging.getLogger(__name__)
+
+#: User attributes every completed trial carries besides its value.
+TRIAL_ATTRS = ("val_clean", "val_pgd10", "best_epoch", "seconds", "diverged_epoch")
+_RESCORE_KEY = "rescore:{trial}:{seed}"
+
+
+@dataclass(frozen=True)
+class TrialData:
+    """What a trial trains and scores on: the training data and *one validation split*, nothing else."""
+
+    train_set: Mapping[str, Any]
+    val_set: Mapping[str, Any]
+    attention_masks: Mapping[str, Any] | None
+    dataset_info: Mapping[str, Any]
+    model: Mapping[str, Any]
+    training: Mapping[str, Any]
+    device: str
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The selected checkpoint's validation scores, and the run's cost."""
+
+    value: float
+    val_clean: float
+    val_pgd10: float
+    best_epoch: int
+    seconds: float
+    diverged_epoch: int | None
+    checkpoint: dict[str, Any]
+
+    def attrs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in TRIAL_ATTRS}
+
+
+def train_and_score(data: TrialData, method: Mapping[str, Any], seed: int, objective: str,
+                    label: str) -> TrialResult:
+    """Train ``method`` (a ``{name, params, training}`` section) with ``seed``; score the selected checkpoint."""
+    started = time.perf_counter()
+    training = {**data.training, "seed": seed, "progress": False}
+    best, _, history = fit(data.train_set, data.val_set, data.attention_masks, data.dataset_info, method, data.model,
+                           training, data.device, label=label)
+    epoch = int(best["metadata"]["epoch"])
+    row = history.loc[history["epoch"] == epoch].iloc[0]
+    diverged = best["metadata"].get("diverged_epoch")
+    return TrialResult(float(row[objective]), float(row["val_clean"]), float(row["val_pgd10"]), epoch,
+                       time.perf_counter() - started, None if diverged is None else int(diverged), best)
+
+
+def make_objective(data: TrialData, base_method: Mapping[str, Any], dimensions: tuple[Dimension, ...], seed: int,
+                   objective: str, label: str) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective of one method: suggest values, train with the tuning seed, return the validation score."""
+
+    def run(trial: optuna.Trial) -> float:
+        values = suggest(trial, dimensions)
+        result = train_and_score(data, apply_values(base_method, values), seed, objective,
+                                 f"{label} trial {trial.number}")
+        for key, value in result.attrs().items():
+            trial.set_user_attr(key, value)
+        logger.info("%s trial %d: %s %.2f (val clean %.2f) with %s in %.0f s", label, trial.number, objective,
+                    result.value, result.val_clean, _format(values), result.seconds)
+        return result.value
+
+    return run
+
+
+def _format(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's completed trials, in trial order (failed and interrupted ones never count)."""
+    return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+
+
+def counted(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """The first ``n_trials`` completed trials: the budget every method is compared on.
+
+    A study that ran more (a larger budget earlier) is cut back, so no method is chosen
+    from more trials than another. Raises ``ValueError`` when it holds fewer.
+    """
+    trials = completed(study)
+    if len(trials) < n_trials:
+        raise ValueError(f"{study.study_name} has {len(trials)} completed trials, fewer than tune.n_trials={n_trials}; "
+                         "run the tune pipeline again to finish its search")
+    return trials[:n_trials]
+
+
+def run_until_complete(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+                       progress: bool = True) -> int:
+    """Run trials one at a time until ``study`` holds ``n_trials`` completed ones; returns how many ran now.
+
+    A trial whose objective raises is failed by Optuna and the error propagates: a broken
+    configuration stops the run rather than being retried for ever. Queued trials (the
+    values of an interrupted one) run first.
+    """
+    done = len(completed(study))
+    ran = 0
+    with tqdm(total=n_trials, initial=min(done, n_trials), desc=study.study_name, disable=not progress,
+              unit="trial") as bar:
+        while done < n_trials:
+            study.optimize(objective, n_trials=1, gc_after_trial=True)
+            ran += 1
+            now = len(completed(study))
+            bar.update(now - done)
+            done = now
+    return ran
+
+
+def rescore_top(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial],
+                score: Callable[[Mapping[str, Any], int], float], top_k: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Train the ``top_k`` best of ``trials`` again with each of ``seeds`` (``score(values, seed)``).
+
+    Each score is stored in the study (a user attribute), so an interrupted re-scoring
+    continues where it stopped. Returns, best trial first, ``{trial, params, value,
+    scores: {seed: value}, mean}`` where the mean covers the trial's own run and the seeds.
+    """
+    rows = []
+    for trial in sorted(trials, key=lambda t: (-float(t.value), t.number))[:top_k]:
+        scores: dict[int, float] = {}
+        for seed in seeds:
+            key = _RESCORE_KEY.format(trial=trial.number, seed=seed)
+            if key not in study.user_attrs:
+                study.set_user_attr(key, float(score(trial.params, seed)))
+            scores[seed] = float(study.user_attrs[key])
+        values = [float(trial.value), *scores.values()]
+        rows.append({"trial": trial.number, "params": dict(trial.params), "value": float(trial.value),
+                     "scores": scores, "mean": sum(values) / len(values)})
+    return rows
+
+
+def choose(rescored: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The re-scored trial with the best mean (the better single score, then the earlier trial, among equals)."""
+    if not rescored:
+        raise ValueError("no completed trial to choose from; run the search first")
+    return min(rescored, key=lambda r: (-r["mean"], -r["value"], r["trial"]))
+
+
+def trials_table(study: optuna.Study, protocol: str, method: str) -> pd.DataFrame:
+    """Every trial of the study, one row each: state, value, validation scores, seconds, values (``param:<path>``)."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        started, finished = trial.datetime_start, trial.datetime_complete
+        row = {"protocol": protocol, "method": method, "trial": trial.number, "state": trial.state.name,
+               "value": trial.value, **{key: trial.user_attrs.get(key) for key in TRIAL_ATTRS},
+               "retry_of": trial.user_attrs.get("retry_of"),
+               "started": None if started is None else started.isoformat(timespec="seconds"),
+               "wall_seconds": None if started is None or finished is None else (finished - started).total_seconds()}
+        row |= {f"param:{name}": value for name, value in trial.params.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trial_records(study: optuna.Study, budget: set[int]) -> list[dict[str, Any]]:
+    """Every trial in order, for figures: ``trial``, ``state``, ``value``, ``val_clean``, ``seconds``, and
+    ``counted`` (whether it is one of the completed trials of the budget, ``budget``)."""
+    records = []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        started, finished = trial.datetime_start, trial.datetime_complete
+        wall = None if started is None or finished is None else (finished - started).total_seconds()
+        records.append({"trial": trial.number, "state": trial.state.name, "value": trial.value,
+                        "val_clean": trial.user_attrs.get("val_clean"),
+                        "seconds": trial.user_attrs.get("seconds", wall), "counted": trial.number in budget})
+    return records
+
+
+def parameter_importances(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) over ``trials``; empty when they cannot be computed."""
+    varied = {name for name in (trials[0].params if trials else {})
+              if len({repr(t.params.get(name)) for t in trials}) > 1}
+    if len(trials) < 2 or not varied:
+        return {}
+    try:
+        budget = optuna.create_study(direction=study.direction)  # in memory: the counted trials only
+        budget.add_trials(list(trials))
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        importances = optuna.importance.get_param_importances(budget, evaluator=evaluator, params=sorted(varied))
+    except (RuntimeError, ValueError) as error:
+        logger.warning("%s: parameter importances could not be computed (%s)", study.study_name, error)
+        return {}
+    return {name: float(value) for name, value in importances.items() if math.isfinite(value)}

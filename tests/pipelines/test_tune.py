@@ -1,0 +1,133 @@
+"""The ``tune`` and ``tune_test`` pipelines: no test image reaches the search, budgets are equal, runs resume."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dhat.data import registry
+from dhat.pipeline_registry import planned_units, register_pipelines
+from dhat.pipelines import tune
+from dhat.tuning import TuneSettings
+from tests.pipelines.memory import load_parameters, run_pipeline
+from tests.pipelines.test_end_to_end import _run, _scratch, mlflow_store  # noqa: F401 - autouse: MLflow writes to a scratch store
+
+
+def _small(params):
+    small = {**params["tune"], "methods": ["pgd_at"], "protocols": ["decorrelated"], "n_trials": 2,
+             "rescore": {"top_k": 2, "seeds": [101]}}
+    return {**params, "tune": small}
+
+
+def test_no_node_of_the_search_reads_the_test_split():
+    pipelines = register_pipelines("test")
+    searched = [n for n in pipelines["tune"].nodes if n.name != "ingest_data"]
+    assert searched and all(not {"test_set", "test_variants"} & set(n.inputs) for n in searched)
+    # tune_test reads the test split only in its evaluation nodes, never where it trains
+    training = [n for n in pipelines["tune_test"].nodes if "training" in n.tags]
+    assert training and all(not {"test_set", "test_variants"} & set(n.inputs) for n in training)
+
+
+def _tune(params, tmp_path):
+    settings = TuneSettings.from_dict(params["tune"])
+    constants = {"tune_storage": str(tmp_path / "optuna.db"),
+                 "tune_decorrelated.pgd_at.unit": "decorrelated.pgd_at"}  # what the catalog's pattern gives
+    search = tune.create_pipeline(settings).only_nodes_with_tags("data_ingestion", "mask_precomputation", "training")
+    catalog = run_pipeline(search, params, **constants)
+    return catalog.load("tune_decorrelated.pgd_at.trials"), catalog.load("tune_decorrelated.pgd_at.chosen"), catalog
+
+
+def test_poisoning_the_test_split_changes_nothing_the_search_sees(tmp_path, monkeypatch):
+    params = _small(load_parameters("test"))
+    trials, chosen, clean_catalog = _tune(params, tmp_path / "clean")
+    generate = registry.make_digit_texture_benchmark
+
+    def poisoned(**kwargs):
+        sets = generate(**kwargs)
+        rng = np.random.default_rng(1)
+        for name in [n for n in sets if n.startswith("test")]:
+            sets[name] = {**sets[name], "images": rng.integers(0, 256, sets[name]["images"].shape, dtype=np.uint8),
+                          "labels": rng.permutation(sets[name]["labels"])}
+        return sets
+
+    monkeypatch.setattr(registry, "make_digit_texture_benchmark", poisoned)
+    again, chosen_again, catalog = _tune(params, tmp_path / "poisoned")
+    assert not np.array_equal(catalog.load("test_set")["images"], clean_catalog.load("test_set")["images"])
+    assert again["value"].tolist() == trials["value"].tolist()
+    assert again.filter(like="param:").equals(trials.filter(like="param:"))
+    assert chosen_again["values"] == chosen["values"] and chosen_again["rescored"] == chosen["rescored"]
+
+
+def test_the_decorrelated_protocol_is_left_out_where_the_data_has_no_such_split():
+    params = load_parameters("test")
+    params = {**params, "tune": {**params["tune"], "protocols": ["standard", "decorrelated"]}}
+    assert planned_units(params)["tune"][0] == ("standard", "decorrelated")
+    cifar = {**params, "data": {**params["data"], "source": "cifar10"}}
+    kept, left_out = planned_units(cifar)["tune"]
+    assert kept == ("standard",) and "decorrelated" in left_out
+
+
+@pytest.fixture(scope="module")
+def test_env():
+    """``KEDRO_ENV=test``: the lists of conf/test shape the pipelines, as ``kedro run --env test`` sets them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEDRO_ENV", "test")
+        yield
+
+
+@pytest.fixture(scope="module")
+def tuned_project(tmp_path_factory, test_env):
+    root = _scratch(tmp_path_factory.mktemp("dhat_tune"))
+    _run(root, pipeline_names=["tune"])
+    _run(root, pipeline_names=["tune_test"])
+    return root
+
+
+def test_tune_then_tune_test_end_to_end_with_equal_budgets(tuned_project):
+    settings = TuneSettings.from_dict(load_parameters("test")["tune"])
+    out = tuned_project / "data" / "07_model_output" / "tuning"
+    for protocol in settings.protocols:
+        budgets = set()
+        for method in settings.methods:
+            chosen = json.loads((out / protocol / method / "chosen.json").read_text())
+            check = json.loads((out / protocol / method / "check.json").read_text())
+            budgets.add(sum(t["counted"] for t in chosen["trials"]))
+            assert chosen["n_trials"] == settings.n_trials and chosen["completed_trials"] >= settings.n_trials
+            assert check["trial_value"] == pytest.approx(check["value"])  # the winner retrains to its trial's score
+            assert "autoattack" in check and {c["name"] for c in check["sanity_checks"]} >= {"pgd_beats_fgsm"}
+        assert budgets == {settings.n_trials}
+        reporting = tuned_project / "data" / "08_reporting" / "tuning" / protocol
+        assert {"progress.png", "tradeoff.png", "chosen.csv", "test_table.csv",
+                "test_paired_differences.csv"} <= {p.name for p in reporting.iterdir()}
+        table = pd.read_csv(reporting / "test_table.csv")
+        assert set(table["method"]) == {*settings.methods, *settings.baselines}
+        assert set(table["n_seeds"]) == {len(settings.test_seeds)}
+        paired = pd.read_csv(reporting / "test_paired_differences.csv")
+        assert set(paired["comparison"]) == {"DHAT - PGD-AT", "DHAT - DHAT (paper settings)"}
+    report = (tuned_project / "data" / "08_reporting" / "tuning" / "tuning.md").read_text()
+    assert "Protocol 'standard'" in report and "No test image" in report
+
+
+def test_rerunning_tune_adds_no_trial_and_keeps_the_choice(tuned_project):
+    database = tuned_project / "data" / "06_models" / "tuning" / "optuna.db"
+    count = "SELECT COUNT(*) FROM trials"
+    before = sqlite3.connect(database).execute(count).fetchone()[0]
+    chosen_file = tuned_project / "data" / "07_model_output" / "tuning" / "standard" / "dhat" / "chosen.json"
+    chosen = json.loads(chosen_file.read_text())
+    _run(tuned_project, pipeline_names=["tune"], node_names=["tune_standard.dhat.search", "tune_standard.dhat.choose"])
+    assert sqlite3.connect(database).execute(count).fetchone()[0] == before
+    assert json.loads(chosen_file.read_text())["values"] == chosen["values"]
+
+
+def test_the_tuning_settings_in_the_test_environment_shape_the_pipelines():
+    settings = TuneSettings.from_dict(load_parameters("test")["tune"])
+    pipelines = register_pipelines("test")
+    names = {n.name for n in pipelines["tune_test"].nodes}
+    expected = {f"fresh_{p}_seed{s}.{m}.train" for p in settings.protocols for s in settings.test_seeds
+                for m in settings.methods} | {f"fresh_untuned_seed{s}.{b}.train" for s in settings.test_seeds
+                                              for b in settings.baselines}
+    assert expected <= names

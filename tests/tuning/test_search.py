@@ -1,0 +1,122 @@
+"""The search: budgets count completed trials, interrupted trials are retried, re-scores persist, resume works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dhat.tuning import TuneSettings
+from dhat.tuning.search import choose, completed, counted, rescore_top, run_until_complete
+from dhat.tuning.settings import StorageSettings
+from dhat.tuning.storage import RETRY_OF, open_storage, requeue_interrupted
+from tests.pipelines.memory import REPO
+from tests.tune_child import SETTINGS, unit
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(path, name="s"):
+    storage = open_storage(StorageSettings(), path)
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                               sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2)), storage
+
+
+def test_failed_trials_do_not_count_towards_the_budget(tmp_path):
+    study, _ = _study(tmp_path / "t.db")
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise RuntimeError("a broken configuration")
+        return x
+
+    run_until_complete(study, objective, 1, progress=False)
+    with pytest.raises(RuntimeError, match="broken"):
+        run_until_complete(study, objective, 3, progress=False)  # a failing objective stops the run, loudly
+    run_until_complete(study, objective, 3, progress=False)  # rerun: continues until 3 are complete
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
+    assert [t.number for t in counted(study, 3)] == [0, 2, 3]
+    with pytest.raises(ValueError, match="fewer than tune.n_trials=4"):
+        counted(study, 4)
+
+
+def test_a_study_with_more_trials_is_cut_back_to_the_budget(tmp_path):
+    study, _ = _study(tmp_path / "t.db")
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 5, progress=False)
+    assert [t.number for t in counted(study, 3)] == [0, 1, 2]  # the first three, never the best of five
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_an_interrupted_trial_is_failed_and_its_values_queued_again(tmp_path):
+    study, storage = _study(tmp_path / "t.db")
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 1, progress=False)
+    cut = study.ask()  # a trial that was running when its process died
+    x = cut.suggest_float("x", 0, 1)
+    reopened, storage = _study(tmp_path / "t.db")
+    assert requeue_interrupted(reopened, storage) == [cut.number]
+    run_until_complete(reopened, lambda t: t.suggest_float("x", 0, 1), 2, progress=False)
+    trials = reopened.trials
+    assert trials[cut.number].state == TrialState.FAIL
+    retry = trials[-1]
+    assert retry.state == TrialState.COMPLETE and retry.params["x"] == x and retry.user_attrs[RETRY_OF] == cut.number
+    assert len(completed(reopened)) == 2
+
+
+def test_re_scores_are_stored_so_an_interrupted_choice_is_not_trained_twice(tmp_path):
+    study, _ = _study(tmp_path / "t.db")
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 4, progress=False)
+    scored = []
+
+    def score(values, seed):
+        scored.append(seed)
+        return 100 * values["x"] - seed  # seed 2 costs more than seed 1
+
+    first = rescore_top(study, counted(study, 4), score, 2, [1, 2])
+    again = rescore_top(_study(tmp_path / "t.db")[0], counted(study, 4), score, 2, [1, 2])
+    assert len(scored) == 4 and first == again
+    best = max(counted(study, 4), key=lambda t: t.value)
+    assert first[0]["trial"] == best.number
+    mean = (best.value + 100 * best.params["x"] - 1 + 100 * best.params["x"] - 2) / 3
+    assert first[0]["mean"] == pytest.approx(mean)
+
+
+def test_the_choice_is_the_best_mean_not_the_best_single_run():
+    rescored = [{"trial": 3, "value": 60.0, "mean": 40.0, "params": {}}, {"trial": 5, "value": 50.0, "mean": 48.0,
+                                                                          "params": {}}]
+    assert choose(rescored)["trial"] == 5
+    tie = [{"trial": 7, "value": 50.0, "mean": 48.0}, {"trial": 2, "value": 50.0, "mean": 48.0}]
+    assert choose(tie)["trial"] == 2
+
+
+def test_a_killed_search_resumes_from_its_sqlite_file(tmp_path):
+    """A real crash: the child process kills itself while trial 1 trains; the rerun retries it and completes."""
+    storage_file = tmp_path / "optuna.db"
+    crashed = subprocess.run([sys.executable, "-m", "tests.tune_child", str(storage_file), "3", "--kill-in-trial", "1"],
+                             check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    tuning = unit(str(storage_file), 3)
+    study = tuning.open()  # the trial cut off is failed and queued again
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL and states[2] == TrialState.WAITING
+    tuning.search()
+    study = tuning.open()
+    assert len(completed(study)) == 3
+    assert study.trials[2].params == study.trials[1].params and study.trials[2].user_attrs[RETRY_OF] == 1
+    chosen = tuning.choose()
+    assert chosen["n_trials"] == 3 and chosen["trial"] in {0, 2, 3}
+
+
+def test_reopening_a_study_with_another_space_is_refused(tmp_path):
+    unit(str(tmp_path / "optuna.db"), 1).open()
+    changed = unit(str(tmp_path / "optuna.db"), 1)
+    changed.settings = TuneSettings.from_dict({**SETTINGS, "n_trials": 1,
+                                               "shared_space": {"training.lr": {"low": 0.02, "high": 0.2}}})
+    with pytest.raises(ValueError, match="was started with another space"):
+        changed.open()
