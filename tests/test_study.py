@@ -96,6 +96,15 @@ def test_comparisons_come_from_the_settings():
             StudySettings.from_dict({"comparisons": bad})
 
 
+def test_every_environments_study_names_its_comparisons_in_yaml():
+    from dhat.study import StudySettings
+    from tests.pipelines.memory import load_parameters
+
+    for env in ("base", "cifar10_cpu", "study_extended"):
+        pairs = StudySettings.from_dict(load_parameters(env)["study"]).comparisons
+        assert pairs and ("dhat", "uiat") in pairs and ("dhat", "pgd_at") in pairs, env
+
+
 def test_one_mask_model_per_seed_is_trained_with_that_seed_and_feeds_only_that_seeds_units():
     """In memory, the test environment's sizes: two seeds of PGD-AT and DHAT, each seed its own mask model."""
     import pandas as pd
