@@ -23,7 +23,7 @@ from dhat.reference_model import MaskModelSettings
 from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 from dhat.training import TrainingConfig
 from dhat.tuning.settings import TuneSettings
-from dhat.tuning.space import apply_values, midpoint_values
+from dhat.tuning.space import apply_values, corner_values
 
 __all__ = ["STAGES", "method_requirements", "run_requirements", "validate_parameters"]
 
@@ -141,14 +141,16 @@ def _validate_tune(params: Mapping[str, Any]) -> TuneSettings:
     for namespace in (*settings.methods, *settings.baselines):
         _validate_method(params, namespace)
     for namespace in settings.methods:
-        section = apply_values(params[namespace]["method"], midpoint_values(settings.dimensions(namespace)))
-        name, hyper, overrides = split_method_params(section, f"{namespace}.method")
-        try:
-            create_method(name, hyper, section=f"{namespace}.method.params")
-            TrainingConfig.from_dict({**params.get("training", {}), **overrides}, section=f"{namespace}.method.training")
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"tune.spaces.{namespace} / tune.shared_space: a value of the space does not fit the "
-                             f"method's section: {error}") from error
+        for values in corner_values(settings.dimensions(namespace)):
+            section = apply_values(params[namespace]["method"], values)
+            name, hyper, overrides = split_method_params(section, f"{namespace}.method")
+            try:
+                create_method(name, hyper, section=f"{namespace}.method.params")
+                TrainingConfig.from_dict({**params.get("training", {}), **overrides},
+                                         section=f"{namespace}.method.training")
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"tune.spaces.{namespace} / tune.shared_space: a value of the space does not fit "
+                                 f"the method's section ({values}): {error}") from error
     return settings
 
 

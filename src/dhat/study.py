@@ -35,13 +35,14 @@ class StudySettings:
             intervals cover the mask model's randomness too; ``False`` shares one mask model
             (``mask_model.training.seed``) across the seeds.
         comparisons: the paired differences ``a - b`` to report, as ``[a, b]`` pairs of
-            namespaces; ``None`` = :data:`~dhat.methods.catalog.PAIRED_COMPARISONS`.
+            namespaces (``conf/base`` lists :data:`~dhat.methods.catalog.PAIRED_COMPARISONS`, the default;
+            ``None`` means the same).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     methods: tuple[str, ...] | None = None
     mask_model_per_seed: bool = False
-    comparisons: tuple[tuple[str, str], ...] | None = None
+    comparisons: tuple[tuple[str, str], ...] | None = PAIRED_COMPARISONS
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> StudySettings:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
 from dhat.tuning import TuneSettings
-from dhat.tuning.search import choose, completed, counted, rescore_top, run_until_complete
+from dhat.tuning.search import choose, completed, counted, rescore_top, run_until_complete, trial_sampler
 from dhat.tuning.settings import StorageSettings
 from dhat.tuning.storage import RETRY_OF, open_storage, requeue_interrupted
 from tests.pipelines.memory import REPO
@@ -120,3 +122,41 @@ def test_reopening_a_study_with_another_space_is_refused(tmp_path):
                                                "shared_space": {"training.lr": {"low": 0.02, "high": 0.2}}})
     with pytest.raises(ValueError, match="was started with another space"):
         changed.open()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_resumed_search_never_draws_the_values_of_an_earlier_trial_again(tmp_path):
+    study, storage = _study(tmp_path / "t.db")
+    sampler = lambda number: trial_sampler(0, number, 5)  # noqa: E731 - the pipeline's per-trial reseeding
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 1, progress=False, sampler=sampler)
+    study.sampler = sampler(len(study.trials))
+    study.ask().suggest_float("x", 0, 1)  # cut off while training
+    reopened, storage = _study(tmp_path / "t.db")
+    requeue_interrupted(reopened, storage)
+    run_until_complete(reopened, lambda t: t.suggest_float("x", 0, 1), 4, progress=False, sampler=sampler)
+    fresh = [t.params["x"] for t in reopened.trials if RETRY_OF not in t.user_attrs]
+    assert len(fresh) == 4 and len(set(fresh)) == 4  # the retry repeats trial 1 on purpose; nothing else repeats
+
+
+def test_a_trial_whose_loss_is_non_finite_in_its_first_epoch_scores_zero(monkeypatch):
+    from dhat.tuning import search
+
+    monkeypatch.setattr(search, "fit", lambda *a, **k: ({"metadata": {"epoch": 0, "diverged_epoch": 1}}, None,
+                                                        pd.DataFrame()))
+    result = search.train_and_score(unit("unused.db", 1).data, {"name": "pgd_at"}, 100, "val_pgd10", "x")
+    assert (result.value, result.val_clean, result.best_epoch, result.diverged_epoch) == (0.0, 0.0, 0, 1)
+
+
+def test_a_protocols_own_split_scores_the_checkpoint_that_the_usual_split_selected():
+    from dhat.tuning import search
+
+    data = unit("unused.db", 1).data
+    selected = search.train_and_score(data, {"name": "natural"}, 100, "val_clean", "x")
+    rescored = search.train_and_score(dataclasses.replace(data, score_set={k: v.copy() for k, v in data.val_set.items()}),
+                                      {"name": "natural"}, 100, "val_clean", "x")
+    # the same split scored after selection gives the selection's clean accuracy: the measurement is the same
+    assert rescored.val_clean == pytest.approx(selected.val_clean) and rescored.best_epoch == selected.best_epoch
+    other = {"images": data.val_set["images"][::-1].copy(), "labels": (data.val_set["labels"][::-1] + 1) % 3}
+    moved = search.train_and_score(dataclasses.replace(data, score_set=other), {"name": "natural"}, 100, "val_clean",
+                                   "x")
+    assert moved.best_epoch == selected.best_epoch and moved.val_clean != pytest.approx(selected.val_clean)

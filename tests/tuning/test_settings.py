@@ -40,6 +40,7 @@ def test_the_parameter_check_writes_each_space_into_its_method(monkeypatch):
     ({"objective": "val_pgd50"}, "tune.objective"),
     ({"comparisons": [["dhat", "dhat-paper"]]}, "'dhat-paper' is not a method namespace"),
     ({"storage": {"heartbeat_seconds": 0}}, "tune.storage.heartbeat_seconds"),
+    ({"baselines": ["dhat"]}, "either tuned or an untuned baseline"),
     ({"shared_space": {"params.beta": {"low": 1, "high": 2}}, "spaces": {"uiat": {"params.beta": {"low": 1, "high": 2}}}},
      "repeats a path"),
 ])

@@ -395,7 +395,7 @@ def make_digit_texture_benchmark(
     # The validation digits again, on backgrounds drawn independently of the class as in the test split: a
     # validation split that can reward debiasing (tuning's second protocol). Its own generator keeps the
     # other outputs as they were.
-    val_gen = np.random.default_rng([seed, 2])
+    val_gen = np.random.default_rng([seed, 3])
     out["val_decorrelated"] = build(val_idx, val_gen.integers(0, NUM_STYLES, len(val_idx)), looks["val"], "composite",
                                     val_gen)
     return out

@@ -36,6 +36,7 @@ from dhat.tuning.search import (
     run_until_complete,
     train_and_score,
     trial_records,
+    trial_sampler,
 )
 from dhat.tuning.settings import PROTOCOLS, TuneSettings
 from dhat.tuning.space import apply_values
@@ -51,7 +52,10 @@ _RECIPE_NOISE = ("progress", "checkpoint_every", "resume", "seed")
 
 
 def validation_split(protocol: str, val_set: Mapping[str, Any], val_variants: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The validation split a protocol scores on: ``val_set``, or the decorrelated variant of it."""
+    """The validation split a protocol scores trials on: ``val_set``, or the decorrelated variant of it.
+
+    Checkpoint selection always uses ``val_set``, as in the final test, so what is tuned is what is tested.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown tuning protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
     if protocol == "standard":
@@ -88,13 +92,15 @@ class TuningUnit:
 
     @property
     def objective(self) -> str:
-        return self.settings.objective_for(self.data.training)
+        return self.settings.objective_for({**self.data.training, **(self.base_method.get("training") or {})})
 
     def setup(self) -> dict[str, Any]:
         """What the study is started with (JSON values), compared when it is reopened."""
         recipe = {k: v for k, v in self.data.training.items() if k not in _RECIPE_NOISE}
-        sets = {"train": self.data.train_set, "val": self.data.val_set}
-        data = fingerprint(**{f"{split}_{key}": array_digest(sets[split][key]) for split in sets
+        sets = {"train": self.data.train_set, "val": self.data.val_set, "score": self.data.scored}
+        masks = (self.data.attention_masks or {}).get("masks")
+        data = fingerprint(masks=array_digest(None if masks is None else masks),
+                           **{f"{split}_{key}": array_digest(sets[split][key]) for split in sets
                               for key in ("images", "labels")})
         record = {"space": [dataclasses.asdict(d) for d in self.settings.dimensions(self.method)],
                   "objective": self.objective, "seed": self.settings.seed, "method": dict(self.base_method),
@@ -135,8 +141,10 @@ class TuningUnit:
         study = self.open()
         objective = make_objective(self.data, self.base_method, self.settings.dimensions(self.method),
                                    self.settings.seed, self.objective, self.label)
-        ran = run_until_complete(study, objective, self.settings.n_trials, progress=bool(self.data.training.get(
-            "progress", True)))
+        sampler = self.settings.sampler
+        ran = run_until_complete(study, objective, self.settings.n_trials,
+                                 progress=bool(self.data.training.get("progress", True)),
+                                 sampler=lambda number: trial_sampler(sampler.seed, number, sampler.n_startup_trials))
         logger.info("%s: %d trials run now, %d completed in all", self.label, ran, len(completed(study)))
         return study
 
@@ -169,12 +177,16 @@ class TuningUnit:
                                  f"{self.label} chosen")
         device = resolve_device(self.data.device)
         model = load_classifier(result.checkpoint, device)
-        images = self.data.val_set
+        images = self.data.scored
         if self.settings.check_n is not None and self.settings.check_n < len(images["labels"]):
             images = take_subset(images, self.settings.check_n, seed=0)
         val = to_device_set(images, device, name=f"{self.protocol} validation split")
         report = check_configuration(model, val.float_images(), val.labels, suite, self.label)
         trial_value = next((r["value"] for r in chosen["rescored"] if r["trial"] == chosen["trial"]), None)
+        if trial_value is not None and abs(result.value - trial_value) > 1e-6:
+            logger.warning("%s: the chosen configuration retrained with the tuning seed scores %.2f, its trial scored "
+                           "%.2f: training is not reproducible on this device, so the trial scores carry that noise too",
+                           self.label, result.value, trial_value)
         return result.checkpoint, {"protocol": self.protocol, "method": self.method, "trial": chosen["trial"],
                                    "objective": self.objective, "value": result.value, "trial_value": trial_value,
                                    **report}

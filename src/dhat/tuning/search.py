@@ -19,16 +19,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
+import torch
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from dhat.checkpoints import load_classifier
+from dhat.config import resolve_device
 from dhat.fitting import fit
+from dhat.tensors import to_device_set
+from dhat.training import TrainingConfig, evaluate_clean_and_pgd
 from dhat.tuning.space import Dimension, apply_values, suggest
 
 __all__ = ["TrialData", "TrialResult", "train_and_score", "make_objective", "completed", "counted",
-           "run_until_complete", "rescore_top", "choose", "trials_table", "trial_records", "parameter_importances"]
+           "trial_sampler", "run_until_complete", "rescore_top", "choose", "trials_table", "trial_records", "parameter_importances"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,13 @@ _RESCORE_KEY = "rescore:{trial}:{seed}"
 
 @dataclass(frozen=True)
 class TrialData:
-    """What a trial trains and scores on: the training data and *one validation split*, nothing else."""
+    """What a trial trains and scores on: the training data and validation splits, nothing else.
+
+    Attributes:
+        val_set: the split checkpoint selection uses while training (as in every training run).
+        score_set: the split the selected checkpoint is scored on (the protocol's); ``None`` = ``val_set``,
+            whose score the selection already computed.
+    """
 
     train_set: Mapping[str, Any]
     val_set: Mapping[str, Any]
@@ -48,6 +60,12 @@ class TrialData:
     model: Mapping[str, Any]
     training: Mapping[str, Any]
     device: str
+    score_set: Mapping[str, Any] | None = None
+
+    @property
+    def scored(self) -> Mapping[str, Any]:
+        """The split trials are scored on."""
+        return self.val_set if self.score_set is None else self.score_set
 
 
 @dataclass(frozen=True)
@@ -68,16 +86,41 @@ class TrialResult:
 
 def train_and_score(data: TrialData, method: Mapping[str, Any], seed: int, objective: str,
                     label: str) -> TrialResult:
-    """Train ``method`` (a ``{name, params, training}`` section) with ``seed``; score the selected checkpoint."""
+    """Train ``method`` (a ``{name, params, training}`` section) with ``seed``; score the selected checkpoint.
+
+    Checkpoint selection runs on ``data.val_set`` as in every training run; the selected
+    checkpoint is scored on ``data.score_set`` when the protocol has its own split (the same
+    clean and PGD measurement, seeded). A run whose loss is non-finite before the first epoch
+    ends has no validated checkpoint: it scores 0, with ``diverged_epoch`` 1.
+    """
     started = time.perf_counter()
     training = {**data.training, "seed": seed, "progress": False}
     best, _, history = fit(data.train_set, data.val_set, data.attention_masks, data.dataset_info, method, data.model,
                            training, data.device, label=label)
     epoch = int(best["metadata"]["epoch"])
-    row = history.loc[history["epoch"] == epoch].iloc[0]
     diverged = best["metadata"].get("diverged_epoch")
-    return TrialResult(float(row[objective]), float(row["val_clean"]), float(row["val_pgd10"]), epoch,
+    rows = history.loc[history["epoch"] == epoch] if "epoch" in history else history.iloc[0:0]
+    if rows.empty:
+        logger.warning("%s: the loss became non-finite in the first epoch; the trial scores 0", label)
+        return TrialResult(0.0, 0.0, 0.0, 0, time.perf_counter() - started, int(diverged or 1), best)
+    scores = {"val_clean": float(rows.iloc[0]["val_clean"]), "val_pgd10": float(rows.iloc[0]["val_pgd10"])}
+    if data.score_set is not None:
+        scores = _score(best, data.score_set, {**data.training, **(method.get("training") or {})}, data.device, seed)
+    return TrialResult(scores[objective], scores["val_clean"], scores["val_pgd10"], epoch,
                        time.perf_counter() - started, None if diverged is None else int(diverged), best)
+
+
+def _score(checkpoint: Mapping[str, Any], image_set: Mapping[str, Any], training: Mapping[str, Any], device: str,
+           seed: int) -> dict[str, float]:
+    """Validation clean and PGD accuracy of ``checkpoint`` on ``image_set``, measured as checkpoint selection does."""
+    config = TrainingConfig.from_dict(training, section="training")
+    torch_device = resolve_device(device)
+    model = load_classifier(checkpoint, torch_device)
+    torch.manual_seed(seed)  # PGD's random start
+    clean, robust = evaluate_clean_and_pgd(model, to_device_set(image_set, torch_device, name="score split"),
+                                           float(config.val_eps), float(config.val_step_size), config.val_steps,
+                                           config.val_batch_size)
+    return {"val_clean": clean, "val_pgd10": robust}
 
 
 def make_objective(data: TrialData, base_method: Mapping[str, Any], dimensions: tuple[Dimension, ...], seed: int,
@@ -119,19 +162,29 @@ def counted(study: optuna.Study, n_trials: int) -> list[optuna.trial.FrozenTrial
     return trials[:n_trials]
 
 
+def trial_sampler(seed: int, number: int, n_startup_trials: int) -> optuna.samplers.TPESampler:
+    """TPE seeded from ``(seed, trial number)``: the values of trial ``number`` do not depend on how many times the
+    search was interrupted before it, and a resumed search never re-draws the values of earlier trials."""
+    state = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+    return optuna.samplers.TPESampler(seed=state, n_startup_trials=n_startup_trials)
+
+
 def run_until_complete(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-                       progress: bool = True) -> int:
+                       progress: bool = True, sampler: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> int:
     """Run trials one at a time until ``study`` holds ``n_trials`` completed ones; returns how many ran now.
 
     A trial whose objective raises is failed by Optuna and the error propagates: a broken
     configuration stops the run rather than being retried for ever. Queued trials (the
-    values of an interrupted one) run first.
+    values of an interrupted one) run first. ``sampler(number)`` gives the sampler of the
+    next trial (number = the study's trial count), e.g. :func:`trial_sampler`.
     """
     done = len(completed(study))
     ran = 0
     with tqdm(total=n_trials, initial=min(done, n_trials), desc=study.study_name, disable=not progress,
               unit="trial") as bar:
         while done < n_trials:
+            if sampler is not None:
+                study.sampler = sampler(len(study.trials))
             study.optimize(objective, n_trials=1, gc_after_trial=True)
             ran += 1
             now = len(completed(study))
@@ -164,9 +217,10 @@ def rescore_top(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial],
 
 def choose(rescored: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The re-scored trial with the best mean (the better single score, then the earlier trial, among equals)."""
-    if not rescored:
-        raise ValueError("no completed trial to choose from; run the search first")
-    return min(rescored, key=lambda r: (-r["mean"], -r["value"], r["trial"]))
+    finite = [r for r in rescored if math.isfinite(r["mean"])]
+    if not finite:
+        raise ValueError("no completed trial with a finite score to choose from; run the search first")
+    return min(finite, key=lambda r: (-r["mean"], -r["value"], r["trial"]))
 
 
 def trials_table(study: optuna.Study, protocol: str, method: str) -> pd.DataFrame:
@@ -176,7 +230,7 @@ def trials_table(study: optuna.Study, protocol: str, method: str) -> pd.DataFram
         started, finished = trial.datetime_start, trial.datetime_complete
         row = {"protocol": protocol, "method": method, "trial": trial.number, "state": trial.state.name,
                "value": trial.value, **{key: trial.user_attrs.get(key) for key in TRIAL_ATTRS},
-               "retry_of": trial.user_attrs.get("retry_of"),
+               "retry_of": trial.user_attrs.get("retry_of", trial.system_attrs.get("failed_trial")),
                "started": None if started is None else started.isoformat(timespec="seconds"),
                "wall_seconds": None if started is None or finished is None else (finished - started).total_seconds()}
         row |= {f"param:{name}": value for name, value in trial.params.items()}

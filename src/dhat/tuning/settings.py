@@ -190,6 +190,10 @@ class TuneSettings:
             raise ValueError(f"tune.seed, tune.rescore.seeds and tune.test_seeds must be disjoint (the test must use "
                              f"fresh seeds); seed {self.seed}, rescore {list(self.rescore.seeds)}, test "
                              f"{list(self.test_seeds)}")
+        both = sorted(set(self.methods) & set(self.baselines))
+        if both:
+            raise ValueError(f"tune.methods and tune.baselines both list {both}; a namespace is either tuned or an "
+                             "untuned baseline")
         for a, b in self.comparisons:
             catalog_entry(a), catalog_entry(b)  # names a misspelt namespace; pairs outside the run are skipped
         for method in self.methods:

@@ -25,7 +25,7 @@ from typing import Any
 
 import optuna
 
-__all__ = ["ROOTS", "Dimension", "parse_space", "suggest", "apply_values", "midpoint_values"]
+__all__ = ["ROOTS", "Dimension", "parse_space", "suggest", "apply_values", "midpoint_values", "corner_values"]
 
 #: The keys of a method section a path may start with.
 ROOTS = ("params", "training")
@@ -113,6 +113,20 @@ def suggest(trial: optuna.Trial, dimensions: tuple[Dimension, ...]) -> dict[str,
 def midpoint_values(dimensions: tuple[Dimension, ...]) -> dict[str, Any]:
     """``{path: value inside the space}`` for every dimension (see :meth:`Dimension.midpoint`)."""
     return {d.path: d.midpoint() for d in dimensions}
+
+
+def corner_values(dimensions: tuple[Dimension, ...]) -> list[dict[str, Any]]:
+    """Value sets that together hold every choice and both bounds of every range (the others at their middle).
+
+    Checking a method section with each of them catches a value the method refuses before the search starts.
+    """
+    middle = midpoint_values(dimensions)
+    sets = [middle]
+    for d in dimensions:
+        edges = d.choices if d.choices is not None else (
+            (int(d.low), int(d.high)) if d.integer else (d.low, d.high))
+        sets += [{**middle, d.path: value} for value in edges]
+    return sets
 
 
 def apply_values(method: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

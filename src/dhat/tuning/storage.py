@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from dhat.tuning.settings import StorageSettings
 
@@ -63,7 +64,7 @@ def open_storage(settings: StorageSettings, default_file: str | Path) -> BaseSto
                 grace_period=2 * settings.heartbeat_seconds,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
             )
-    except Exception as error:  # SQLAlchemy raises many kinds (bad URL, driver missing, server down)
+    except (ImportError, ValueError, SQLAlchemyError) as error:  # a bad URL, a missing driver, a server down
         raise ValueError(f"tune.storage.url={url!r} could not be opened ({error}); give an SQLAlchemy URL "
                          f"(sqlite:///file.db, postgresql://user@host/db), {JOURNAL_PREFIX}<file>, or null for the "
                          "project's SQLite file") from error
@@ -74,7 +75,7 @@ def requeue_interrupted(study: optuna.Study, storage: BaseStorage) -> list[int]:
 
     Only for a study this process alone works on (``tune.storage.single_worker``): a
     trial that is running when the run starts was cut off by a crash or a kill. The retry
-    keeps the sampled values, so the sampler's sequence is not changed by the interruption.
+    keeps the sampled values; the trials after it are sampled afresh (:func:`dhat.tuning.search.trial_sampler`).
     """
     study_id = storage.get_study_id_from_name(study.study_name)
     interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -32,9 +32,10 @@ def _unit(unit: str, tune: dict[str, Any], method: dict[str, Any], data: dict[st
         raise TypeError(f"a tune node needs the inputs {', '.join(missing)} as keywords")
     protocol, _, name = unit.partition(".")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the project logs one line per trial itself
-    trial_data = TrialData(data["train_set"], validation_split(protocol, data["val_set"], data["val_variants"]),
-                           data["attention_masks"], data["dataset_info"], data["model"], data["training"],
-                           data["device"])
+    scored = validation_split(protocol, data["val_set"], data["val_variants"])
+    trial_data = TrialData(data["train_set"], data["val_set"], data["attention_masks"], data["dataset_info"],
+                           data["model"], data["training"], data["device"],
+                           score_set=None if scored is data["val_set"] else scored)
     return TuningUnit(TuneSettings.from_dict(tune), protocol, name, method, trial_data, data["tune_storage"])
 
 
