@@ -1,6 +1,6 @@
 """95% intervals for accuracies and paired method differences (plain numpy).
 
-The protocol (DESIGN section 3, statistics):
+The protocol (docs/design.md, "The statistics"):
 
 - One run: a percentile bootstrap over test images. Resample the images with
   replacement ``n_boot`` times (fixed seed); the interval holds the central

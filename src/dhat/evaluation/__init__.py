@@ -10,7 +10,7 @@ run is reproducible for a given ``(seed, batch_size)``, and the attacks do not
 depend on which other attacks ran. The global random state of the caller is
 restored afterwards.
 
-The attack suite (DESIGN.md section 3): clean, FGSM, PGD-k (one run of the
+The attack suite (docs/design.md, "The evaluation protocol"): clean, FGSM, PGD-k (one run of the
 longest PGD gives the shorter ones as its intermediate iterates), CW-inf (PGD
 on the logit margin) and AutoAttack through the ``pyautoattack`` package.
 """

@@ -1,4 +1,4 @@
-"""Settings of the attack suite (DESIGN section 3), validated on construction.
+"""Settings of the attack suite (docs/design.md, "The evaluation protocol"), validated on construction.
 
 Radii are in pixel scale ``[0, 1]`` and may be written ``"8/255"`` in YAML. The
 defaults equal ``evaluation.suite`` in ``conf/base`` (a test keeps them equal).

@@ -1,7 +1,7 @@
 """Adversarial Weight Perturbation (Wu, Xia, Wang, NeurIPS 2020) as a wrapper around any objective.
 
 Behaviour follows the paper and its public code (github csdongxian/AWP), as
-summarised in DESIGN section 2. Per batch:
+summarised in docs/design.md, "The baselines". Per batch:
 
 1. the base method crafts its examples ``x'`` once (:meth:`TrainingMethod.craft`);
 2. a proxy copy of the model takes one SGD step (lr ``proxy_lr``, 0.01 in the

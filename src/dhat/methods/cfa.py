@@ -1,7 +1,7 @@
 """CFA: Class-wise calibrated Fair Adversarial training (Wei, Wang, Guo, Wang; CVPR 2023), as a wrapper.
 
 Behaviour follows the paper and its public code (github PKU-ML/CFA), as summarised
-in DESIGN section 2:
+in docs/design.md, "The baselines":
 
 * **CCM** (class-wise calibrated margin): from 0-based epoch ``ccm_start_epoch``
   (10) on, a sample of class ``c`` is attacked within radius
@@ -107,7 +107,7 @@ def ema_update(average: nn.Module, model: nn.Module, decay: float) -> None:
 
 @dataclass
 class CFAParams(WrapperParams):
-    """CFA parameters (CIFAR-10 defaults of the public code; DESIGN section 2).
+    """CFA parameters (CIFAR-10 defaults of the public code; docs/design.md, "The baselines").
 
     Attributes:
         lambda1: CCM base factor, ``eps_c = (lambda1 + r_c) * eps``.

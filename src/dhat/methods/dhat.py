@@ -1,6 +1,6 @@
 """DHAT: Debiased High-confidence Adversarial Training (Zhang et al., ICCV 2025).
 
-Per batch (DESIGN section 1): an adversarial example ``x_adv`` and an inverse
+Per batch (docs/design.md, "The method"): an adversarial example ``x_adv`` and an inverse
 example ``x_inv``; the background image ``x_bg = x_inv * 1[background]`` built from
 the attention map ``M`` of each image (``M < omega`` as in the paper, or the
 ``background_share`` of least-attended pixels, see :mod:`dhat.masks`); debiased logits

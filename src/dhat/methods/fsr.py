@@ -1,7 +1,7 @@
 """FSR: Feature Separation and Recalibration (Kim, Cho, Jung, Yoon; CVPR 2023).
 
 Follows the authors' public code (github wkim97/FSR: ``models/resnet_fsr.py``,
-``models/gumbel_sigmoid.py``, ``train.py``), summarised in DESIGN section 2, but as a
+``models/gumbel_sigmoid.py``, ``train.py``), summarised in docs/design.md, "The baselines", but as a
 *wrapper* over any backbone's last feature map ``F`` (``[B, C, h, w]``) instead of a
 re-written ResNet:
 

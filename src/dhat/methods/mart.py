@@ -1,7 +1,7 @@
 """MART: Misclassification-Aware adveRsarial Training (Wang et al., ICLR 2020).
 
 Follows the loss of the authors' public code (github YisenWang/MART, ``mart_loss``),
-as summarised in DESIGN section 2::
+as summarised in docs/design.md, "The baselines"::
 
     BCE(x', y) = CE(f(x'), y) - log(1.0001 - p_{y''}(x'))      (batch mean)
     loss       = BCE(x', y) + beta * mean_i [ KL_i(p(x) || p(x')) * (1 - p_y(x_i)) ]

@@ -2,7 +2,7 @@
 
 Follows the public code of "Soften to Defend: Towards Adversarial Robustness via
 Self-Guided Label Smoothing" (Li & Yu; github devicerxx/SGLS, ``losses/loss.py``),
-the SGLR baseline of the DHAT paper (DESIGN section 2):
+the SGLR baseline of the DHAT paper (docs/design.md, "The baselines"):
 
 * before the start epoch ``es``: plain ``CE(f(x'), y)`` (PGD-AT);
 * from ``es`` on, every training image ``i`` carries a soft label ``q_i`` (one-hot of

@@ -1,7 +1,7 @@
 """TRADES: TRadeoff-inspired Adversarial DEfense via Surrogate-loss minimisation (Zhang et al., 2019).
 
 Behaviour follows the paper and its public code (github yaodongyu/TRADES), as
-summarised in DESIGN section 2:
+summarised in docs/design.md, "The baselines":
 
 * loss ``CE(f(x), y) + beta * KL(p(x) || p(x'))``, KL averaged over the batch
   ("batchmean"), nothing detached (gradients reach both the clean and the

@@ -1,7 +1,7 @@
 """UIAT: adversarial training aligned with inverse adversarial examples (Dong et al., 2023).
 
 No official code is public; this follows the DHAT authors' re-implementation
-(DESIGN section 2): ``CE(f(x'), y) + beta * KL(p(x') || p(x_inv))`` with
+(docs/design.md, "The baselines"): ``CE(f(x'), y) + beta * KL(p(x') || p(x_inv))`` with
 ``beta = 3.5`` and an inverse radius of 8/255.
 """
 
