@@ -199,11 +199,14 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
     assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
 
 
-def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path):
+def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path, monkeypatch):
     from dhat.pipelines.study.pipeline import STUDY_ABLATIONS
     from dhat.study import StudySettings
+    from tests.pipelines.memory import load_parameters
 
-    STUDY_SEEDS = StudySettings().seeds
+    monkeypatch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
+    STUDY_SEEDS = StudySettings.from_dict(load_parameters("test")["study"]).seeds
+    assert len(STUDY_SEEDS) >= 2  # an interval over seeds needs two
 
     project = _scratch(tmp_path)
     _run(project, pipeline_names=["study"])
