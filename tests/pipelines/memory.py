@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
+from pytest import MonkeyPatch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,6 +22,14 @@ class KeptMemoryDataset(MemoryDataset):
 
     def _release(self) -> None:
         pass
+
+
+@contextmanager
+def kedro_env(env: str) -> Iterator[None]:
+    """``KEDRO_ENV=<env>`` for the block, as the project's ``kedro run --env <env>`` sets it (pipelines are built from it)."""
+    with MonkeyPatch.context() as patch:
+        patch.setenv("KEDRO_ENV", env)
+        yield
 
 
 def load_parameters(env: str = "test") -> dict[str, Any]:

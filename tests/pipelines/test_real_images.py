@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from dhat.extras.datasets import NpzDataset
-from tests.pipelines.memory import REPO, load_parameters
+from tests.pipelines.memory import REPO, kedro_env, load_parameters
 from tests.pipelines.test_end_to_end import _latest, _run, _scratch
 
 ARCHIVE = Path(os.environ.get("DHAT_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
@@ -81,9 +81,7 @@ def photos(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cifar_env():
-    """``KEDRO_ENV=cifar10``, as the project's ``kedro run --env cifar10`` sets it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEDRO_ENV", "cifar10")
+    with kedro_env("cifar10"):
         yield
 
 

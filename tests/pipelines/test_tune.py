@@ -13,7 +13,7 @@ from dhat.data import registry
 from dhat.pipeline_registry import planned_units, register_pipelines
 from dhat.pipelines import tune
 from dhat.tuning import TuneSettings
-from tests.pipelines.memory import load_parameters, run_pipeline
+from tests.pipelines.memory import kedro_env, load_parameters, run_pipeline
 from tests.pipelines.test_end_to_end import _run, _scratch, mlflow_store  # noqa: F401 - autouse: MLflow writes to a scratch store
 
 
@@ -73,9 +73,7 @@ def test_the_decorrelated_protocol_is_left_out_where_the_data_has_no_such_split(
 
 @pytest.fixture(scope="module")
 def test_env():
-    """``KEDRO_ENV=test``: the lists of conf/test shape the pipelines, as ``kedro run --env test`` sets them."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEDRO_ENV", "test")
+    with kedro_env("test"):
         yield
 
 
