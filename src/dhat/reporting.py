@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dhat.evaluation import registry as attack_registry  # noqa: E402
 from dhat.methods.catalog import display_name, order_methods  # noqa: E402
 
 __all__ = [
@@ -53,12 +54,9 @@ def _gap_value(metrics: Mapping[str, Any]) -> tuple[float | None, str]:
 
 def _attack_columns(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Table-1 columns, with the PGD lengths that were actually run (PGD-10/20/50 by default)."""
-    pgd = sorted(
-        {k for m in metrics.values() for k in m.get("best", {}) if k.startswith("pgd") and k[3:].isdigit()},
-        key=lambda k: int(k[3:]),
-    )
-    columns = {"clean": "Clean", **{k: f"PGD-{k[3:]}" for k in pgd or ["pgd10", "pgd20", "pgd50"]}}
-    return {**columns, "cw": "CW", "autoattack": "AA"}
+    pgd = attack_registry.of_family({k for m in metrics.values() for k in m.get("best", {})}, "pgd")
+    names = [attack_registry.CLEAN, *(pgd or ["pgd10", "pgd20", "pgd50"]), "cw", "autoattack"]
+    return {name: attack_registry.header(name) for name in names}
 
 
 def robustness_table(metrics: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

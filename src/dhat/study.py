@@ -17,6 +17,7 @@ import pandas as pd
 
 from dhat.comparisons import attack_names, positions_of
 from dhat.config import dataclass_from_dict
+from dhat.evaluation.registry import header, longest
 from dhat.intervals import accuracy_interval, paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name, order_methods
 
@@ -76,8 +77,8 @@ STUDY_ATTACKS: tuple[str, ...] = ("clean", "pgd", "autoattack")
 def reported_attacks(stacked: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
     """:data:`STUDY_ATTACKS` with ``pgd`` resolved to the longest PGD every method was scored with."""
     common = set.intersection(*(set(v) for v in stacked.values())) if stacked else set()
-    pgd = sorted((a for a in common if a.startswith("pgd") and a[3:].isdigit()), key=lambda a: int(a[3:]))
-    names = [pgd[-1] if a == "pgd" and pgd else a for a in STUDY_ATTACKS]
+    pgd = longest(common, "pgd")
+    names = [pgd if a == "pgd" and pgd else a for a in STUDY_ATTACKS]
     return [a for a in names if a in common]
 
 Runs = Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]
@@ -161,13 +162,6 @@ def study_paired_table(
     return pd.DataFrame(rows)
 
 
-def _header(attack: str) -> str:
-    """``pgd50`` -> ``PGD-50``, ``autoattack`` -> ``AA``, ``clean`` -> ``Clean``."""
-    if attack.startswith("pgd") and attack[3:].isdigit():
-        return f"PGD-{attack[3:]}"
-    return {"autoattack": "AA", "clean": "Clean", "cw": "CW", "fgsm": "FGSM"}.get(attack, attack)
-
-
 def study_markdown(table: pd.DataFrame, paired: pd.DataFrame, description: str) -> str:
     """The study's Markdown: accuracies with intervals over seeds, then the paired differences."""
     lines = ["# Multi-seed study", "", description, ""]
@@ -178,11 +172,11 @@ def study_markdown(table: pd.DataFrame, paired: pd.DataFrame, description: str) 
     pivot = wide.pivot(index="Method", columns="attack", values="cell")
     pivot = pivot.reindex([display_name(m) for m in order_methods(list(dict.fromkeys(table["method"])))])
     columns = list(dict.fromkeys(table["attack"]))
-    lines += ["| Method | " + " | ".join(_header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += ["| Method | " + " | ".join(header(c) for c in columns) + " |", "|---|" + "---|" * len(columns)]
     lines += ["| " + name + " | " + " | ".join(str(row[c]) for c in columns) + " |" for name, row in pivot.iterrows()]
     if not paired.empty:
         lines += ["", "Paired differences (points; per-seed differences on the same images, 95% t-interval):", "",
                   "| comparison | attack | a - b | verdict |", "|---|---|---|---|"]
-        lines += [f"| {r.comparison} | {_header(r.attack)} | {r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}] | {r.verdict} |"
+        lines += [f"| {r.comparison} | {header(r.attack)} | {r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}] | {r.verdict} |"
                   for r in paired.itertuples()]
     return "\n".join([*lines, ""])

@@ -24,6 +24,7 @@ from dhat.checkpoints import load_classifier
 from dhat.config import dataclass_from_dict, resolve_device
 from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
 from dhat.evaluation.config import AttackSuiteConfig
+from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack, of_family, steps
 from dhat.evaluation.sections import EvaluationSettings
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval, paired_difference
@@ -42,13 +43,12 @@ __all__ = [
     "mask_source_table",
 ]
 
-_SWEEP_ATTACKS = ("fgsm", "pgd10", "pgd20", "pgd50", "cw")
-
-
 def _check_attacks(attacks: Sequence[str], section: str) -> tuple[str, ...]:
-    unknown = [a for a in attacks if a not in _SWEEP_ATTACKS]
+    """Per-batch attack names of the registry (``fgsm``, ``pgd<k>``, ``cw``, ...); AutoAttack is too slow for sweeps."""
+    unknown = [a for a in attacks if not is_batch_attack(a)]
     if unknown or not attacks:
-        raise ValueError(f"{section}.attacks must be a non-empty list among {', '.join(_SWEEP_ATTACKS)}, got {list(attacks)}")
+        raise ValueError(f"{section}.attacks must be a non-empty list of per-batch attacks ({BATCH_EXAMPLES}), got "
+                         f"{list(attacks)}")
     return tuple(dict.fromkeys(attacks))
 
 
@@ -180,7 +180,7 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: A
     Returns ``{"accuracy": {attack: {estimate, low, high, ...}}, "correct": {attack: [0/1, ...]},
     "n_images": n}`` (JSON-ready).
     """
-    pgd = sorted({int(a[3:]) for a in attacks if a.startswith("pgd")}) or [10]
+    pgd = sorted({steps(a) for a in of_family(attacks, "pgd")}) or [10]
     config = dataclasses.replace(suite, pgd_steps=tuple(pgd), autoattack=False)
     results = evaluate_attacks(model, images, labels, config, attacks=list(attacks))
     flags = {name: results["per_sample"][name].numpy() for name in ("clean", *attacks)}

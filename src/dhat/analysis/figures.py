@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 
 from dhat.analysis.attention_shift import iou_quantities
+from dhat.evaluation.registry import display_name as attack_display
 from dhat.masks import MaskRule, background_mask
 from dhat.methods.catalog import display_name, order_methods
 
-__all__ = ["ATTACK_NAMES", "attention_shift_figure", "mask_examples_figure", "robustness_vs_eps_figure",
+__all__ = ["attention_shift_figure", "mask_examples_figure", "robustness_vs_eps_figure",
            "seed_curves_figure", "sensitivity_figure"]
 
 _IOU_TITLES = {
@@ -27,9 +28,6 @@ _IOU_TITLES = {
     "iou_true_foreground": "IoU with the true object (digit)",
     "iou_true_background": "IoU with the true background",
 }
-#: Display names of the attacks in figures and tables.
-ATTACK_NAMES = {"clean": "clean", "fgsm": "FGSM", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd50": "PGD-50",
-                 "cw": "CW-inf"}
 
 
 def _methods(table: pd.DataFrame) -> list[str]:
@@ -72,7 +70,7 @@ def robustness_vs_eps_figure(table: pd.DataFrame) -> plt.Figure:
             mine = table[table["method"] == method]
             rows = pd.concat([mine[mine["attack"] == "clean"], mine[mine["attack"] == attack]]).sort_values("radius_255")
             _band(ax, rows["radius_255"].to_numpy(), rows, "accuracy", display_name(method))
-        ax.set_title(ATTACK_NAMES.get(attack, attack))
+        ax.set_title(attack_display(attack))
         ax.set_xlabel("L-inf radius (/255)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
@@ -91,7 +89,7 @@ def sensitivity_figure(table: pd.DataFrame, parameter: str, attacks: Sequence[st
         x = rows["value"].to_numpy(dtype=float)
         y = rows["accuracy"].to_numpy(dtype=float)
         err = np.vstack([y - rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float) - y])
-        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, label=ATTACK_NAMES.get(attack, attack))
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, label=attack_display(attack))
     if default is not None:
         ax.axvline(float(default), color="grey", linestyle=":", linewidth=1, label="default")
     ax.set_xlabel(parameter)

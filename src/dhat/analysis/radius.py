@@ -19,12 +19,13 @@ from torch import nn
 
 from dhat.config import dataclass_from_dict, positive_radii
 from dhat.evaluation.config import AttackSuiteConfig
+from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack, of_family, steps
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval
 
 __all__ = ["RadiusSweepConfig", "robustness_vs_eps"]
 
-_ATTACKS = ("fgsm", "pgd10", "pgd20", "cw")
+_ATTACKS = ("fgsm", "pgd10", "pgd20", "cw")  # the default; any per-batch attack of the registry is accepted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ class RadiusSweepConfig:
 
     Attributes:
         radii: L-inf radii (pixel scale; ``"8/255"`` accepted).
-        attacks: among ``fgsm``, ``pgd10``, ``pgd20``, ``cw``.
+        attacks: per-batch attacks of :mod:`dhat.evaluation.registry` (default ``fgsm``, ``pgd10``, ``pgd20``, ``cw``).
         step_fraction: attack step as a fraction of the radius.
         cw_steps: iterations of CW-inf.
         n_images: test images (a fixed class-stratified subset; ``None`` = all).
@@ -54,9 +55,10 @@ class RadiusSweepConfig:
     def __post_init__(self) -> None:
         section = "analysis.robustness_vs_eps"
         object.__setattr__(self, "radii", positive_radii(self.radii, f"{section}.radii"))
-        unknown = [a for a in self.attacks if a not in _ATTACKS]
+        unknown = [a for a in self.attacks if not is_batch_attack(a)]
         if unknown or not self.attacks:
-            raise ValueError(f"{section}.attacks must be a non-empty list among {', '.join(_ATTACKS)}, got {list(self.attacks)}")
+            raise ValueError(f"{section}.attacks must be a non-empty list of per-batch attacks ({BATCH_EXAMPLES}), "
+                             f"got {list(self.attacks)}")
         object.__setattr__(self, "attacks", tuple(dict.fromkeys(self.attacks)))
         if not 0.0 < self.step_fraction <= 1.0:
             raise ValueError(f"{section}.step_fraction must be in (0, 1], got {self.step_fraction}")
@@ -69,8 +71,8 @@ class RadiusSweepConfig:
 
     def suite(self, eps: float) -> AttackSuiteConfig:
         """The attack suite at radius ``eps``."""
-        steps = sorted({int(a[3:]) for a in self.attacks if a.startswith("pgd")}) or [10]
-        return AttackSuiteConfig(eps=eps, step_size=self.step_fraction * eps, pgd_steps=tuple(steps),
+        lengths = sorted({steps(a) for a in of_family(self.attacks, "pgd")}) or [10]
+        return AttackSuiteConfig(eps=eps, step_size=self.step_fraction * eps, pgd_steps=tuple(lengths),
                                  cw_steps=self.cw_steps, autoattack=False, batch_size=self.batch_size,
                                  seed=self.seed, progress=False)
 

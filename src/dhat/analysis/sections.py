@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import pandas as pd
 
-from dhat.analysis.figures import ATTACK_NAMES
+from dhat.evaluation.registry import display_name as attack_display
 from dhat.methods.catalog import display_name, order_methods
 from dhat.reporting import markdown_table
 
@@ -77,7 +77,7 @@ def robustness_vs_eps_lines(table: pd.DataFrame | None, attack: str = "pgd20") -
     return [
         "## Robustness against the attack radius (paper figures 3, 8)",
         "",
-        f"Accuracy (%) under {ATTACK_NAMES.get(shown_attack, shown_attack)} (step = radius / 4) on {n} test images, 95% bootstrap "
+        f"Accuracy (%) under {attack_display(shown_attack)} (step = radius / 4) on {n} test images, 95% bootstrap "
         f"intervals; FGSM, PGD-10, PGD-20 and CW at every radius: `data/08_reporting/robustness_vs_eps.csv`.",
         "",
         markdown_table(shown, list(shown.columns)),
@@ -124,10 +124,10 @@ def sensitivity_lines(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         shown = []
         for value in sorted(set(rows["value"])):
             at = rows[rows["value"] == value].set_index("attack")
-            cells = {ATTACK_NAMES.get(a, a): _cell(at.at[a, "accuracy"], at.at[a, "low"], at.at[a, "high"], 1)
+            cells = {attack_display(a): _cell(at.at[a, "accuracy"], at.at[a, "low"], at.at[a, "high"], 1)
                      for a in attacks}
             if "difference" in at.columns:
-                cells |= {f"{ATTACK_NAMES.get(a, a)} vs default": _difference(at.at[a, "difference"],
+                cells |= {f"{attack_display(a)} vs default": _difference(at.at[a, "difference"],
                                                                                 at.at[a, "difference_low"],
                                                                                 at.at[a, "difference_high"])
                           for a in attacks}
@@ -149,13 +149,13 @@ def mask_source_lines(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         shown[column] = ["-" if pd.isna(v) else f"{v:.2f}" for v in table[column]]
     shown["map seconds"] = [f"{s:.1f}" for s in table["map_seconds"]]
     for attack in attacks:
-        shown[ATTACK_NAMES.get(attack, attack)] = [
+        shown[attack_display(attack)] = [
             _cell(v, lo, hi, 1) for v, lo, hi in zip(table[attack], table[f"{attack} low"], table[f"{attack} high"],
                                                      strict=True)]
     differences = [c for c in table.columns if " - " in c and not c.endswith((" low", " high"))]
     for column in differences:
         attack, reference = column.split(" - ")
-        shown[f"{ATTACK_NAMES.get(attack, attack)} - {reference}"] = [
+        shown[f"{attack_display(attack)} - {reference}"] = [
             _difference(d, lo, hi) for d, lo, hi in zip(table[column], table[f"{column} low"], table[f"{column} high"],
                                                         strict=True)]
     return [

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dhat.attacks import cross_entropy_loss, cw_linf, fgsm, signed_gradient_attack
+from dhat.evaluation import gradient_attacks  # noqa: F401 - registers FGSM, PGD, CW and AutoAttack
 from dhat.evaluation.autoattack import run_autoattack
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.inference import (
@@ -26,6 +26,7 @@ from dhat.evaluation.inference import (
     percent,
     predict_raw,
 )
+from dhat.evaluation.registry import ATTACKS, family, of_family
 
 __all__ = ["adversarial_batches", "evaluate_attacks", "plan_attacks", "scalar_metrics"]
 
@@ -35,14 +36,14 @@ logger = logging.getLogger(__name__)
 def plan_attacks(config: AttackSuiteConfig, attacks: Sequence[str] | None) -> tuple[list[str], bool]:
     """Validate attack names; return the per-batch (gradient) attacks and whether AutoAttack runs."""
     chosen = tuple(config.default_attacks() if attacks is None else attacks)
-    valid = {"fgsm", *config.pgd_names(), "cw", "autoattack"}
+    valid = {n for a in ATTACKS for n in ATTACKS.get(a).allowed(config)}
     unknown = [name for name in chosen if name not in valid]
     if unknown:
         raise ValueError(
             f"attacks {unknown} are not in the suite; choose from {', '.join(sorted(valid))} "
             "(PGD lengths come from evaluation.pgd_steps)"
         )
-    batch_attacks = [name for name in chosen if name != "autoattack"]
+    batch_attacks = [name for name in chosen if ATTACKS.get(family(name)).craft is not None]
     return list(dict.fromkeys(batch_attacks)), "autoattack" in chosen
 
 
@@ -54,32 +55,22 @@ def adversarial_batches(
     attacks: Sequence[str],
     desc: str = "attacks",
 ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-    """Craft the gradient attacks batch by batch on ``model``: yields ``(start, end, {attack: x_adv})``.
+    """Craft the per-batch attacks on ``model``: yields ``(start, end, {attack: x_adv})``.
 
-    The caller must be inside :func:`evaluation_context` (eval mode). ``attacks``
-    are names among ``fgsm``, ``pgd<k>`` (``k`` in ``config.pgd_steps``) and ``cw``.
-    All PGD lengths come from a single run of the longest requested one.
-    Batch ``i`` is seeded with ``config.seed + i`` before each randomly started
-    attack, so PGD and CW share their start and a separate run with the same seed
-    reproduces them.
+    The caller must be inside :func:`evaluation_context` (eval mode). ``attacks`` are names
+    of registered families with a crafting function (:mod:`dhat.evaluation.registry`:
+    ``fgsm``, ``pgd<k>`` with ``k`` in ``config.pgd_steps``, ``cw``), crafted family by family
+    in registration order. All PGD lengths come from a single run of the longest requested
+    one. Batch ``i`` is seeded with ``config.seed + i`` before each randomly started attack,
+    so PGD and CW share their start and a separate run with the same seed reproduces them.
     """
-    pgd_lengths = sorted(int(name[3:]) for name in attacks if name.startswith("pgd"))
+    families = [(ATTACKS.get(a), of_family(attacks, a)) for a in ATTACKS]
+    families = [(attack, names) for attack, names in families if names and attack.craft is not None]
     for index, start, end in iterate_batches(images.shape[0], config.batch_size, desc, config.progress):
         x, y = images[start:end], labels[start:end]
         out: dict[str, torch.Tensor] = {}
-        if "fgsm" in attacks:
-            out["fgsm"] = fgsm(model, x, y, config.eps)
-        if pgd_lengths:
-            torch.manual_seed(config.seed + index)
-            _, iterates = signed_gradient_attack(
-                model, x, cross_entropy_loss(y), config.eps, config.step_size, pgd_lengths[-1],
-                start="uniform", record_at=pgd_lengths,
-            )
-            for k in pgd_lengths:
-                out[f"pgd{k}"] = iterates[k]
-        if "cw" in attacks:
-            torch.manual_seed(config.seed + index)
-            out["cw"] = cw_linf(model, x, y, config.eps, config.step_size, config.cw_steps)
+        for attack, names in families:
+            out.update(attack.craft(model, x, y, config, names, index))
         yield start, end, out
 
 

@@ -27,6 +27,7 @@ from dhat.evaluation.inference import (
     percent,
     predict_raw,
 )
+from dhat.evaluation.registry import batch_names
 from dhat.evaluation.suite import adversarial_batches, plan_attacks
 
 __all__ = ["transfer_attack", "transfer_matrix"]
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 def _transfer_attack_names(config: AttackSuiteConfig, attacks: Sequence[str] | None) -> tuple[list[str], bool]:
     """Gradient attacks to craft and whether AutoAttack is crafted too (``config.transfer_autoattack``)."""
     if attacks is None:
-        names = ["fgsm", *config.pgd_names(), "cw"]
+        names = batch_names(config)
         if config.transfer_autoattack:
             names.append("autoattack")
         attacks = names

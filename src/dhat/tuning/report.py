@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from dhat.evaluation.registry import of_family
 from dhat.methods.catalog import display_name, order_methods
 
 __all__ = ["best_so_far", "chosen_table", "progress_figure", "tradeoff_figure", "tuning_markdown"]
@@ -51,7 +52,7 @@ def chosen_table(checks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         check = checks[method]
         chosen = check["chosen"]
         winner = next(r for r in chosen["rescored"] if r["trial"] == chosen["trial"])
-        pgd = sorted((k for k in check if k.startswith("pgd") and k[3:].isdigit()), key=lambda k: int(k[3:]))
+        pgd = of_family(check, "pgd")
         failed = [c["name"] for c in check["sanity_checks"] if not c["passed"]]
         rows.append({
             "protocol": chosen["protocol"], "method": method, "Method": display_name(method),
