@@ -114,26 +114,24 @@ def family(name: str) -> str | None:
     return None if known is None else known[0].name
 
 
-def display_name(name: str) -> str:
-    """Name in figures and prose: ``clean``, ``FGSM``, ``PGD-20``, ``CW-inf``, ``AutoAttack``; unknown names as given."""
+def _shown(name: str, field: str, clean: str) -> str:
     if name == CLEAN:
-        return CLEAN
+        return clean
     known = _known(name)
     if known is None:
         return name
     attack, count = known
-    return attack.display.format(steps=count)
+    return getattr(attack, field).format(steps=count)
+
+
+def display_name(name: str) -> str:
+    """Name in figures and prose: ``clean``, ``FGSM``, ``PGD-20``, ``CW-inf``, ``AutoAttack``; unknown names as given."""
+    return _shown(name, "display", CLEAN)
 
 
 def header(name: str) -> str:
     """Short name in table headers: ``Clean``, ``FGSM``, ``PGD-50``, ``CW``, ``AA``; unknown names as given."""
-    if name == CLEAN:
-        return "Clean"
-    known = _known(name)
-    if known is None:
-        return name
-    attack, count = known
-    return attack.header.format(steps=count)
+    return _shown(name, "header", "Clean")
 
 
 def is_batch_attack(name: str) -> bool:
