@@ -57,7 +57,7 @@ def compute_source_maps(source: str, mask_model_checkpoint: dict[str, Any], trai
     return {"masks": maps}, {"source": source, "map_seconds": seconds}
 
 
-def train_with_source(source: str, mask_sources: dict[str, Any], *inputs: Any):
+def train_with_source(source: str, mask_sources: dict[str, Any], **inputs: Any):
     """:func:`~dhat.pipelines.training.nodes.train_method` on this source's maps (``true``: the exact true background)."""
     settings = MaskSourceSettings.from_dict(mask_sources)
     mask_source = "true" if source == TRUE_SOURCE else "gradcam"

@@ -32,7 +32,7 @@ def _unit() -> Pipeline:
         Node(compute_source_maps, inputs=["source", "mask_model", "train_set", "params:mask_sources",
                                           "params:mask_model", "params:device"],
              outputs=["attention_masks", "map_summary"], name="compute_maps", tags=["mask_precomputation"]),
-        Node(train_with_source, inputs=["source", "params:mask_sources", *TRAINING_INPUTS],
+        Node(train_with_source, inputs={"source": "source", "mask_sources": "params:mask_sources", **TRAINING_INPUTS},
              outputs=["model_best", "model_last", "history"], name="train", tags=["training"]),
         Node(evaluate_source,
              inputs=["source", "params:mask_sources", "map_summary", "model_best", "test_set", "params:evaluation",

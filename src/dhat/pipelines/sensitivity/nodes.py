@@ -16,7 +16,7 @@ from dhat.sweeps import SensitivitySettings, grid_value, score_checkpoint, sensi
 logger = logging.getLogger(__name__)
 
 
-def train_grid_point(grid_point: str, sensitivity: dict[str, Any], *inputs: Any):
+def train_grid_point(grid_point: str, sensitivity: dict[str, Any], **inputs: Any):
     """:func:`~dhat.pipelines.training.nodes.train_method` with one grid value (``"lambda1=0p5"``) and the sweep's seed."""
     settings = SensitivitySettings.from_dict(sensitivity)
     parameter, value = grid_value(settings, grid_point)

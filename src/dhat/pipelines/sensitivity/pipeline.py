@@ -35,7 +35,7 @@ def unit_namespace(parameter: str, value: float) -> str:
 def _unit(method: str) -> Pipeline:
     """Train with the grid value (``grid_point``, from the catalog), then score."""
     return Pipeline([
-        Node(train_grid_point, inputs=["grid_point", "params:sensitivity", *TRAINING_INPUTS],
+        Node(train_grid_point, inputs={"grid_point": "grid_point", "sensitivity": "params:sensitivity", **TRAINING_INPUTS},
              outputs=["model_best", "model_last", "history"], name="train", tags=["training"]),
         Node(evaluate_grid_point,
              inputs=["grid_point", "params:sensitivity", "model_best", "test_set", "params:evaluation", "params:device"],

@@ -21,8 +21,8 @@ from dhat.study import StudySettings, collect_runs, stack_runs, study_markdown, 
 logger = logging.getLogger(__name__)
 
 
-def train_method_with_seed(seed: int, *inputs: Any) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """:func:`~dhat.pipelines.training.nodes.train_method` (same inputs, after ``seed``) with this replicate's seed."""
+def train_method_with_seed(seed: int, **inputs: Any) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """:func:`~dhat.pipelines.training.nodes.train_method` (the same keyword inputs) with this replicate's seed."""
     return train_method_with(inputs, seed=seed)
 
 

@@ -47,7 +47,7 @@ def _unit_template() -> Pipeline:
     """Train with the replicate's seed, then the evaluation template."""
     train = Node(
         train_method_with_seed,
-        inputs=["seed", *TRAINING_INPUTS],
+        inputs={"seed": "seed", **TRAINING_INPUTS},
         outputs=["model_best", "model_last", "history"],
         name="train",
         tags=["training"],

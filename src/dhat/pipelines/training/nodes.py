@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -35,20 +34,17 @@ def train_method(
                state_path=training_state)
 
 
-#: Position of each argument of :func:`train_method` (the order of the node's inputs).
-_POSITION = {name: i for i, name in enumerate(inspect.signature(train_method).parameters)}
-
-
-def train_method_with(inputs: Sequence[Any], *, seed: int | None = None,
+def train_method_with(inputs: Mapping[str, Any], *, seed: int | None = None,
                       method_params: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """:func:`train_method` on its node inputs with the training seed and/or method hyper-parameters replaced.
+    """:func:`train_method` on its named node inputs with the training seed and/or method hyper-parameters replaced.
 
     For the units that train one configured method several ways (study seeds, sensitivity
-    values, mask sources) without a YAML section per variant.
+    values, mask sources) without a YAML section per variant; ``inputs`` are the keywords of
+    :func:`train_method` (the nodes take them as :data:`~dhat.pipelines.training.pipeline.TRAINING_INPUTS`).
     """
-    values = list(inputs)
+    values = dict(inputs)
     if seed is not None:
-        values[_POSITION["training"]] = {**values[_POSITION["training"]], "seed": seed}
+        values["training"] = {**values["training"], "seed": seed}
     if method_params:
-        values[_POSITION["method"]] = with_method_params(values[_POSITION["method"]], **method_params)
-    return train_method(*values)
+        values["method"] = with_method_params(values["method"], **method_params)
+    return train_method(**values)

@@ -12,9 +12,10 @@ from dhat.pipelines.training.nodes import train_method
 #: Datasets and parameters every method namespace shares (not prefixed by the namespace).
 SHARED_INPUTS = {"train_set", "val_set", "attention_masks", "dataset_info"}
 SHARED_PARAMS = {"params:model", "params:training", "params:device"}
-#: Inputs of the training node, in the order of :func:`train_method`'s arguments.
-TRAINING_INPUTS = ["train_set", "val_set", "attention_masks", "dataset_info", "params:method", "params:model",
-                   "params:training", "params:device", "training_state"]
+#: Inputs of the training node: :func:`train_method`'s argument -> the dataset or parameter it reads.
+TRAINING_INPUTS = {"train_set": "train_set", "val_set": "val_set", "attention_masks": "attention_masks",
+                   "dataset_info": "dataset_info", "method": "params:method", "model": "params:model",
+                   "training": "params:training", "device": "params:device", "training_state": "training_state"}
 
 
 def training_template() -> Pipeline:

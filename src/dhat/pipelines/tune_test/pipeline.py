@@ -38,8 +38,8 @@ def _tuned_template() -> Pipeline:
 
 
 def _baseline_template() -> Pipeline:
-    train = Node(train_method_with_seed, inputs=["seed", *TRAINING_INPUTS], outputs=["model_best", "model_last", "history"],
-                 name="train", tags=["training"])
+    train = Node(train_method_with_seed, inputs={"seed": "seed", **TRAINING_INPUTS},
+                 outputs=["model_best", "model_last", "history"], name="train", tags=["training"])
     return Pipeline([train]) + evaluation_template()
 
 
