@@ -21,7 +21,7 @@ from dhat.evaluation.registry import header, longest
 from dhat.intervals import accuracy_interval, paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name, order_methods
 
-__all__ = ["STUDY_ATTACKS", "StudySettings", "collect_runs", "reported_attacks", "stack_runs", "study_table",
+__all__ = ["STUDY_ATTACKS", "StudySettings", "unit_key", "parse_unit_key", "nested_runs", "collect_runs", "reported_attacks", "stack_runs", "study_table",
            "study_paired_table", "study_markdown"]
 
 
@@ -84,18 +84,44 @@ def reported_attacks(stacked: Mapping[str, Mapping[str, np.ndarray]]) -> list[st
 Runs = Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]
 
 
+def unit_key(replicate: int | str, *parts: str) -> str:
+    """The keyword a unit's output reaches an aggregation node under: ``unit_key(3, "dhat", "metrics")`` is
+    ``seed3__dhat__metrics``; a mask model's ``unit_key("shared", "quality")`` is ``shared__quality``.
+
+    Kedro passes a node's inputs as flat keywords; this and :func:`parse_unit_key` are the one place
+    their format is written.
+    """
+    head = f"seed{replicate}" if isinstance(replicate, int) else replicate
+    return "__".join((head, *parts))
+
+
+def parse_unit_key(key: str) -> tuple[int | str, tuple[str, ...]]:
+    """The inverse of :func:`unit_key`: ``"seed3__dhat__metrics"`` -> ``(3, ("dhat", "metrics"))``."""
+    head, *parts = key.split("__")
+    seed = head.removeprefix("seed")
+    return (int(seed) if head.startswith("seed") and seed.isdigit() else head), tuple(parts)
+
+
+def nested_runs(results: Mapping[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Keywords of :func:`unit_key` ``(seed, method, kind)`` -> ``{seed: {method: {kind: value}}}``."""
+    nested: dict[int, dict[str, dict[str, Any]]] = {}
+    for key, value in results.items():
+        seed, (method, kind) = parse_unit_key(key)
+        nested.setdefault(int(seed), {}).setdefault(method, {})[kind] = value
+    return nested
+
+
 def collect_runs(results: Mapping[str, Any]) -> tuple[dict[tuple[int, str], Mapping[str, np.ndarray]], str]:
     """Node keywords ``seed<k>__<method>__metrics`` / ``__per_image`` -> ``{(seed, method): per-image flags}`` and
     the evaluation's description (from the first metrics)."""
     per_image: dict[tuple[int, str], Mapping[str, np.ndarray]] = {}
     description = ""
-    for key, value in results.items():
-        replicate, method, kind = key.split("__")
-        seed = int(replicate.removeprefix("seed"))
-        if kind == "per_image":
-            per_image[(seed, method)] = value
-        elif not description:
-            description = f"Evaluation: {value['evaluation']['description']}."
+    for seed, methods in nested_runs(results).items():
+        for method, kinds in methods.items():
+            if "per_image" in kinds:
+                per_image[(seed, method)] = kinds["per_image"]
+            if not description and "metrics" in kinds:
+                description = f"Evaluation: {kinds['metrics']['evaluation']['description']}."
     return per_image, description
 
 

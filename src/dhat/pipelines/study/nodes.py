@@ -16,7 +16,16 @@ from dhat.methods import create_method
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name
 from dhat.pipelines.mask_precomputation.nodes import train_mask_model
 from dhat.pipelines.training.nodes import train_method_with
-from dhat.study import StudySettings, collect_runs, stack_runs, study_markdown, study_paired_table, study_table
+from dhat.study import (
+    StudySettings,
+    collect_runs,
+    nested_runs,
+    parse_unit_key,
+    stack_runs,
+    study_markdown,
+    study_paired_table,
+    study_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +72,14 @@ def tabulate_study_masks(**inputs: Any) -> pd.DataFrame:
     Keyword names: ``<seed<k> | shared>__quality`` / ``__history`` (the mask model) and
     ``seed<k>__<method>__metrics`` (the units).
     """
-    models = {key.split("__")[0]: {} for key in inputs if key.endswith(("__quality", "__history"))}
-    for key, value in inputs.items():
-        replicate, *rest = key.split("__")
-        if rest[-1] in ("quality", "history"):
-            models[replicate][rest[-1]] = value
+    parsed = {key: parse_unit_key(key) for key in inputs}
+    models: dict[int | str, dict[str, Any]] = {}
+    for key, (replicate, rest) in parsed.items():
+        if len(rest) == 1:
+            models.setdefault(replicate, {})[rest[0]] = inputs[key]
     rows: list[dict[str, Any]] = []
-    for key, metrics in inputs.items():
-        replicate, *rest = key.split("__")
+    for key, (replicate, rest) in parsed.items():
+        metrics = inputs[key]
         if len(rest) != 2 or not (metrics.get("masks") or {}):
             continue
         model = models.get(replicate) or models.get("shared") or {}
@@ -81,7 +90,7 @@ def tabulate_study_masks(**inputs: Any) -> pd.DataFrame:
         quality = model.get("quality") or {}
         masks = metrics["masks"]
         rows.append({
-            "seed": int(replicate.removeprefix("seed")), "method": rest[0], "Method": display_name(rest[0]),
+            "seed": replicate, "method": rest[0], "Method": display_name(rest[0]),
             "mask_model_val_clean": accuracy, "rule": masks.get("rule"),
             "omega": masks.get("omega") if masks.get("rule") == "absolute" else None,
             "background_share": masks.get("background_share") if masks.get("rule") == "quantile" else None,
@@ -116,8 +125,6 @@ def draw_study_masks(train_set: dict[str, np.ndarray], attention_masks: dict[str
 
 def draw_study_curves(**histories: pd.DataFrame) -> plt.Figure:
     """Every unit's validation curves (keywords ``seed<k>__<method>__history``): one panel per method, a line per seed."""
-    by_unit = {}
-    for key, history in histories.items():
-        replicate, method, _ = key.split("__")
-        by_unit[(int(replicate.removeprefix("seed")), method)] = history
+    by_unit = {(seed, method): kinds["history"] for seed, methods in nested_runs(histories).items()
+               for method, kinds in methods.items()}
     return seed_curves_figure(by_unit)

@@ -31,7 +31,7 @@ from dhat.pipelines.study.nodes import (
 )
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.study import StudySettings
+from dhat.study import StudySettings, unit_key
 
 #: Catalog groups the study trains when ``study.methods`` is null.
 STUDY_GROUPS: tuple[str, ...] = ("core", "oracle")
@@ -79,7 +79,7 @@ def study_methods(settings: StudySettings) -> tuple[str, ...]:
 
 def _results(methods: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, str]:
     """Aggregation inputs: ``seed<k>__<method>__<kind>`` -> the unit's dataset name."""
-    return {f"seed{seed}__{method}__{kind}": f"study_seed{seed}.{method}.{kind}"
+    return {unit_key(seed, method, kind): f"study_seed{seed}.{method}.{kind}"
             for seed in seeds for method in methods for kind in _KINDS}
 
 
@@ -109,13 +109,13 @@ def _aggregate(results: dict[str, str], prefix: str, name: str) -> Node:
 
 def _mask_reports(methods: tuple[str, ...], seeds: tuple[int, ...], masks_per_seed: bool) -> Pipeline:
     """The masks of every seed (mask model accuracy, background shares, each DHAT's coverage) and a figure."""
-    def own(seed: int, name: str) -> str:
+    def own(seed: int | str, name: str) -> str:
         return f"study_seed{seed}.{name}" if masks_per_seed else name
 
-    mask_seeds = [f"seed{s}" for s in seeds] if masks_per_seed else ["shared"]
-    inputs = {f"{replicate}__{kind}": f"study_{replicate}.{name}" if masks_per_seed else name
+    mask_seeds: list[int | str] = list(seeds) if masks_per_seed else ["shared"]
+    inputs = {unit_key(replicate, kind): own(replicate, name) if masks_per_seed else name
               for replicate in mask_seeds for kind, name in (("quality", "mask_quality"), ("history", "mask_model_history"))}
-    inputs |= {f"seed{s}__{m}__metrics": f"study_seed{s}.{m}.metrics" for s in seeds for m in methods}
+    inputs |= {unit_key(s, m, "metrics"): f"study_seed{s}.{m}.metrics" for s in seeds for m in methods}
     first = seeds[0]
     return Pipeline([
         Node(tabulate_study_masks, inputs=inputs, outputs="study_masks_table", name="tabulate_study_masks",
@@ -133,7 +133,7 @@ def create_pipeline(settings: StudySettings | None = None, **kwargs) -> Pipeline
     methods = study_methods(settings)
     per_seed = settings.mask_model_per_seed
     masks = Pipeline([]) if per_seed else mask_precomputation.create_pipeline()
-    curves = Node(draw_study_curves, inputs={f"seed{s}__{m}__history": f"study_seed{s}.{m}.history"
+    curves = Node(draw_study_curves, inputs={unit_key(s, m, "history"): f"study_seed{s}.{m}.history"
                                              for s in settings.seeds for m in methods},
                   outputs="study_curves_figure", name="draw_study_curves", tags=["reporting"])
     return (data_ingestion.create_pipeline() + masks + _units(methods, settings.seeds, per_seed)

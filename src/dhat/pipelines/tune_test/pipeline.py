@@ -20,6 +20,7 @@ from dhat.pipelines.study.nodes import train_method_with_seed
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
 from dhat.pipelines.tune_test.nodes import aggregate_fresh, train_chosen_with_seed, write_tuning_report
+from dhat.study import unit_key
 from dhat.tuning import TuneSettings
 
 _SHARED_DATA = {"train_set", "val_set", "test_set", "test_variants", "attention_masks", "dataset_info"}
@@ -61,9 +62,9 @@ def _baseline_units(baselines: tuple[str, ...], seed: int) -> Pipeline:
 
 
 def _results(protocol: str, settings: TuneSettings) -> dict[str, str]:
-    tuned = {f"seed{s}__{m}__{kind}": f"fresh_{protocol}_seed{s}.{m}.{kind}"
+    tuned = {unit_key(s, m, kind): f"fresh_{protocol}_seed{s}.{m}.{kind}"
              for s in settings.test_seeds for m in settings.methods for kind in _KINDS}
-    untuned = {f"seed{s}__{b}__{kind}": f"fresh_{UNTUNED}_seed{s}.{b}.{kind}"
+    untuned = {unit_key(s, b, kind): f"fresh_{UNTUNED}_seed{s}.{b}.{kind}"
                for s in settings.test_seeds for b in settings.baselines for kind in _KINDS}
     return tuned | untuned
 
