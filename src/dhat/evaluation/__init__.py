@@ -15,6 +15,7 @@ longest PGD gives the shorter ones as its intermediate iterates), CW-inf (PGD
 on the logit margin) and AutoAttack through the ``pyautoattack`` package.
 """
 
+from dhat.evaluation import gradient_attacks  # noqa: F401 - registers FGSM, PGD-k, CW-inf and AutoAttack
 from dhat.evaluation.autoattack import run_autoattack, run_square
 from dhat.evaluation.bias import background_bias_metrics
 from dhat.evaluation.config import AUTOATTACK_STANDARD, AttackSuiteConfig
