@@ -58,3 +58,5 @@ def test_a_new_attack_is_one_registration_away_from_the_suite_and_the_sweeps(fli
     scored = score(model, images, labels, config, ["flip"])  # the sweeps accept it too
     assert scored["accuracy"]["flip"]["estimate"] == pytest.approx(expected)
     assert attacks.header("flip") == "FL" and attacks.display_name("flip") == "Flip"
+    assert "flip" in config.default_attacks()  # the evaluation node runs it without being told
+    assert evaluate_attacks(model, images, labels, config)["flip"] == pytest.approx(expected)

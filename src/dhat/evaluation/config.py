@@ -168,12 +168,12 @@ class AttackSuiteConfig:
         return tuple(f"pgd{k}" for k in sorted(self.pgd_steps))
 
     def default_attacks(self) -> tuple[str, ...]:
-        """Attacks run when the caller does not choose: FGSM, every PGD, CW and AutoAttack as enabled."""
-        names: list[str] = ["fgsm"] if self.fgsm else []
-        names += [*self.pgd_names(), "cw"]
-        if self.autoattack:
-            names.append("autoattack")
-        return tuple(names)
+        """Attacks run when the caller does not choose: every registered attack (FGSM, every PGD, CW, AutoAttack and
+        any added one) in registration order, FGSM and AutoAttack as enabled."""
+        from dhat.evaluation.registry import ATTACKS  # noqa: PLC0415 - the registry's entries name this class
+
+        switched = {"fgsm": self.fgsm, "autoattack": self.autoattack}
+        return tuple(name for family in ATTACKS if switched.get(family, True) for name in ATTACKS.get(family).allowed(self))
 
     def autoattack_components(self) -> tuple[str, ...]:
         """Components AutoAttack runs under this configuration."""
