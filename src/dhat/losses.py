@@ -19,6 +19,7 @@ __all__ = [
     "floe_loss",
     "FLOE_VARIANTS",
     "DHLR_FORMS",
+    "top_wrong_class",
 ]
 
 DhlrForm = Literal["reference", "paper"]
@@ -77,3 +78,12 @@ def floe_loss(
     if variant == "bounded":
         return F.cosine_similarity(z_inv, z_bg, dim=1, eps=1e-12).pow(2).mean()
     raise ValueError(f"floe variant must be one of {', '.join(FLOE_VARIANTS)}, got {variant!r}")
+
+
+def top_wrong_class(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The highest-scoring class other than ``y`` for each row of ``logits``.
+
+    Equals the public MART/FSR rule "top-1 if it is wrong, else top-2".
+    """
+    masked = logits.detach().scatter(1, y[:, None], float("-inf"))
+    return masked.argmax(dim=1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from dhat.losses import top_wrong_class
 from dhat.methods import Batch, create_method
-from dhat.methods.mart import top_wrong_class
 from tests.hand import ce, kl, softmax
 from tests.methods.helpers import fix_attack, train_tiny
 

@@ -45,9 +45,11 @@ from torch import nn
 
 from dhat.attacks import batchnorm_mode, pgd
 from dhat.config import check_non_negative
-from dhat.methods.awp import MethodWrapper, WrapperParams
+from dhat.methods import dhat as _dhat  # noqa: F401 - registers the base dhat_cfa wraps before its class is made
+from dhat.methods import pgd_at as _pgd_at  # noqa: F401 - the base of cfa
 from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, register_method, register_variant
 from dhat.methods.trades import TRADES
+from dhat.methods.wrapping import MethodWrapper, WrapperParams
 
 __all__ = [
     "CFAParams",

@@ -31,7 +31,7 @@ from dhat.methods.base import (
     register_method,
     register_variant,
 )
-from dhat.methods.uiat import craft_adversarial_and_inverse
+from dhat.methods.inverse_examples import craft_adversarial_and_inverse
 
 #: Threshold that splits the binary true masks (0 = background, 1 = digit) exactly.
 TRUE_MASK_THRESHOLD = 0.5

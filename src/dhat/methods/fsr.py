@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dhat.config import check_non_negative
+from dhat.losses import top_wrong_class
 from dhat.methods.base import (
     Batch,
     EvalModeAttackParams,
@@ -57,7 +58,6 @@ from dhat.methods.base import (
     register_method,
     register_model_wrapper,
 )
-from dhat.methods.mart import top_wrong_class
 
 __all__ = ["FSR", "FSRParams", "FSRClassifier", "fsr_wrapper", "EVAL_MASKS"]
 

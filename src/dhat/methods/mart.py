@@ -29,19 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.losses import top_wrong_class
 from dhat.methods.base import Batch, StepOutput, TrainingMethod, register_method
 from dhat.methods.trades import TRADESParams
 
-__all__ = ["MART", "MARTParams", "mart_loss", "top_wrong_class"]
-
-
-def top_wrong_class(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The highest-scoring class other than ``y`` for each row of ``logits``.
-
-    Equals the public MART/FSR rule "top-1 if it is wrong, else top-2".
-    """
-    masked = logits.detach().scatter(1, y[:, None], float("-inf"))
-    return masked.argmax(dim=1)
+__all__ = ["MART", "MARTParams", "mart_loss"]
 
 
 def mart_loss(

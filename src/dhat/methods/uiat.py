@@ -13,37 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhat.attacks import batchnorm_mode, inverse_attack
 from dhat.config import check_non_negative
 from dhat.losses import kl_between_logits
 from dhat.methods.base import AttackSettings, Batch, StepOutput, TrainingMethod, attack_defaults, register_method
-
-
-def craft_adversarial_and_inverse(
-    model: nn.Module, batch: Batch, attack: AttackSettings, inverse: AttackSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two examples UIAT and DHAT train on: ``x_adv`` (CE-PGD) and ``x_inv`` (inverse attack).
-
-    The clean and adversarial predictions that steer the inverse attack are computed
-    once, without gradient, in the inverse attack's batch-norm mode.
-    """
-    x_adv = attack.craft(model, batch.x, batch.y, eps=batch.attack_eps)
-    with batchnorm_mode(model, inverse.bn_mode):
-        with torch.no_grad():
-            logits_clean = model(batch.x)
-            logits_adv = model(x_adv)
-        x_inv = inverse_attack(
-            model,
-            batch.x,
-            batch.y,
-            logits_clean,
-            logits_adv,
-            eps=float(inverse.eps),
-            step_size=float(inverse.step_size),
-            steps=inverse.steps,
-            start=inverse.start,
-        )
-    return x_adv, x_inv
+from dhat.methods.inverse_examples import craft_adversarial_and_inverse
 
 
 @register_method("uiat")
