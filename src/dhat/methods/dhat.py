@@ -29,7 +29,6 @@ from dhat.methods.base import (
     TrainingMethod,
     attack_defaults,
     register_method,
-    register_variant,
 )
 from dhat.methods.inverse_examples import craft_adversarial_and_inverse
 
@@ -127,21 +126,3 @@ class DHAT(TrainingMethod):
         loss = ce + p.lambda1 * dhlr + p.lambda2 * floe
         parts = {"ce_adv": ce.detach(), "dhlr": dhlr.detach(), "floe": floe.detach()}
         return StepOutput(loss=loss, logits=z_adv, parts=parts)
-
-
-@dataclass
-class DHLROnlyParams(DHATParams):
-    """Ablation (paper table 4): DHLR without FLOE."""
-
-    lambda2: float = 0.0
-
-
-@dataclass
-class FLOEOnlyParams(DHATParams):
-    """Ablation (paper table 4): FLOE without DHLR."""
-
-    lambda1: float = 0.0
-
-
-DHATDHLROnly = register_variant("dhat_dhlr_only", DHAT, DHLROnlyParams, "DHAT with ``lambda2 = 0`` by default.")
-DHATFLOEOnly = register_variant("dhat_floe_only", DHAT, FLOEOnlyParams, "DHAT with ``lambda1 = 0`` by default.")
