@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dhat.comparisons import attack_names, mask_table, paired_table, positions_of
+from dhat.comparisons import mask_table, paired_table
+from dhat.evaluation.records import attack_names, positions_of
 from dhat.intervals import paired_difference
 
 

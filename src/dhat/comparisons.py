@@ -13,34 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhat.evaluation.records import positions_of
 from dhat.intervals import paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name, order_methods
 
-__all__ = ["COMPARED_ATTACKS", "POSITIONS_SUFFIX", "attack_names", "is_positions", "positions_of", "paired_table",
-           "mask_table"]
+__all__ = ["COMPARED_ATTACKS", "paired_table", "mask_table"]
 
 #: Attacks whose paired differences the report shows (where they were run).
 COMPARED_ATTACKS: tuple[str, ...] = ("clean", "pgd50", "autoattack")
-
-
-#: A per-image record holds ``positions`` (test-image indices of its flags) and, for an attack run
-#: on a subset of them (AutoAttack on the CPU default), ``<attack>_positions``.
-POSITIONS_SUFFIX = "_positions"
-
-
-def is_positions(key: str) -> bool:
-    """Whether ``key`` of a per-image record holds test-image indices rather than correctness flags."""
-    return key == "positions" or key.endswith(POSITIONS_SUFFIX)
-
-
-def attack_names(record: Mapping[str, np.ndarray]) -> list[str]:
-    """The attacks (with ``clean``) a per-image record holds flags for."""
-    return [key for key in record if not is_positions(key)]
-
-
-def positions_of(record: Mapping[str, np.ndarray], attack: str) -> np.ndarray:
-    """Test-image indices of ``record[attack]``."""
-    return np.asarray(record.get(f"{attack}{POSITIONS_SUFFIX}", record["positions"]))
 
 
 def paired_table(

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhat.comparisons import attack_names, positions_of
 from dhat.config import dataclass_from_dict
+from dhat.evaluation.records import attack_names, positions_of
 from dhat.evaluation.registry import header, longest
 from dhat.intervals import accuracy_interval, paired_difference
 from dhat.methods.catalog import PAIRED_COMPARISONS, catalog_entry, display_name, order_methods

@@ -9,7 +9,6 @@ Kedro pipelines make one namespace per grid value or source from these lists.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ from dhat.checkpoints import load_classifier
 from dhat.config import dataclass_from_dict, resolve_device
 from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
 from dhat.evaluation.config import AttackSuiteConfig
-from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack, of_family, steps
+from dhat.evaluation.protocol import score_attacks
+from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack
 from dhat.evaluation.sections import EvaluationSettings
-from dhat.evaluation.suite import evaluate_attacks
-from dhat.intervals import accuracy_interval, paired_difference
+from dhat.intervals import paired_difference
 from dhat.tensors import to_device_set
 
 __all__ = [
@@ -175,20 +174,9 @@ def with_method_params(method: Mapping[str, Any], **params: Any) -> dict[str, An
 
 def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: AttackSuiteConfig,
           attacks: Sequence[str], seed: int = 0) -> dict[str, Any]:
-    """Clean and ``attacks`` accuracy (percent) with 95% bootstrap intervals and the per-image flags.
-
-    Returns ``{"accuracy": {attack: {estimate, low, high, ...}}, "correct": {attack: [0/1, ...]},
-    "n_images": n}`` (JSON-ready).
-    """
-    pgd = sorted({steps(a) for a in of_family(attacks, "pgd")}) or [10]
-    config = dataclasses.replace(suite, pgd_steps=tuple(pgd), autoattack=False)
-    results = evaluate_attacks(model, images, labels, config, attacks=list(attacks))
-    flags = {name: results["per_sample"][name].numpy() for name in ("clean", *attacks)}
-    return {
-        "accuracy": {name: accuracy_interval(f, seed=seed).as_dict() for name, f in flags.items()},
-        "correct": {name: f.astype(int).tolist() for name, f in flags.items()},
-        "n_images": int(images.shape[0]),
-    }
+    """The sweeps' light protocol: :func:`dhat.evaluation.protocol.score_attacks` (clean and ``attacks``, with
+    intervals and per-image flags, JSON-ready)."""
+    return score_attacks(model, images, labels, suite, attacks, seed)
 
 
 def score_checkpoint(checkpoint: Mapping[str, Any], test_set: Mapping[str, np.ndarray],

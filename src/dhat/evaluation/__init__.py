@@ -21,6 +21,7 @@ from dhat.evaluation.bias import background_bias_metrics
 from dhat.evaluation.config import AUTOATTACK_STANDARD, AttackSuiteConfig
 from dhat.evaluation.gap import robust_gap
 from dhat.evaluation.inference import accuracy, evaluation_context, predict
+from dhat.evaluation.protocol import Evaluation, evaluate_checkpoint
 from dhat.evaluation.sanity import sanity_checks
 from dhat.evaluation.suite import adversarial_batches, evaluate_attacks, scalar_metrics
 from dhat.evaluation.transfer import transfer_attack, transfer_matrix
@@ -28,10 +29,12 @@ from dhat.evaluation.transfer import transfer_attack, transfer_matrix
 __all__ = [
     "AUTOATTACK_STANDARD",
     "AttackSuiteConfig",
+    "Evaluation",
     "accuracy",
     "adversarial_batches",
     "background_bias_metrics",
     "evaluate_attacks",
+    "evaluate_checkpoint",
     "evaluation_context",
     "predict",
     "robust_gap",

@@ -1,96 +1,12 @@
-"""Node of the ``evaluation`` pipeline (one namespace per method).
-
-Every number is measured with the model in eval mode, fp32, on the test split
-(or a fixed, labelled subset of it); the checkpoint was selected on the
-validation split during training.
-"""
+"""Node of the ``evaluation`` pipeline (one namespace per method): the protocol of :mod:`dhat.evaluation.protocol`."""
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import numpy as np
-import torch
 
-from dhat import evaluation as ev
-from dhat.attention import grad_cam
-from dhat.checkpoints import load_classifier
-from dhat.comparisons import POSITIONS_SUFFIX, attack_names
-from dhat.config import resolve_device
-from dhat.data.splits import index_set, stratified_indices, take_subset
-from dhat.evaluation.sections import EvaluationSettings
-from dhat.intervals import accuracy_interval
-from dhat.tensors import to_device_set
-
-logger = logging.getLogger(__name__)
-
-#: The test variant drawn from the training distribution (embedded data); see dhat.data.embedded.
-IN_DISTRIBUTION = "test_in_distribution"
-
-
-def _describe(config: ev.AttackSuiteConfig, n_eval: int, n_test: int, aa_label: str | None, n_aa: int | None) -> str:
-    subset = f"a fixed subset of {n_eval} of the {n_test} test images" if n_eval < n_test else f"all {n_test} test images"
-    steps = ", ".join(f"PGD-{k}" for k in sorted(config.pgd_steps))
-    aa = ""
-    if aa_label:
-        where = f" on a fixed class-stratified subset of {n_aa} of these images" if n_aa and n_aa < n_eval else ""
-        aa = f"; AutoAttack: {aa_label}{where}"
-    return (
-        f"{subset}; L-inf eps {config.eps * 255:.0f}/255; FGSM, {steps} (step {config.step_size * 255:.0f}/255, "
-        f"uniform random start, one run), CW-inf ({config.cw_steps} steps){aa}"
-    )
-
-
-def _variant_sets(
-    test_variants: dict[str, dict[str, np.ndarray]],
-    test_set: dict[str, np.ndarray],
-    positions: np.ndarray,
-    device: torch.device,
-):
-    """The test subset and its analysis variants restricted to the same digits (same positions)."""
-    sets = {"test": test_set, **test_variants}
-    out = {}
-    for name, image_set in sets.items():
-        data = to_device_set(index_set(image_set, positions), device, name=name)
-        masks = None if data.masks is None else data.masks >= 128
-        out[name] = (data.float_images(), data.labels, masks)
-    return out
-
-
-def _flatten_bias(bias: dict[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for name, values in bias.get("variants", {}).items():
-        flat[f"acc_{name}"] = values.get("accuracy")
-        if "cam_iou" in values:
-            flat[f"cam_iou_{name}"] = values["cam_iou"]
-            flat[f"cam_fg_mass_{name}"] = values.get("cam_foreground_mass")
-    flat["aligned_minus_random"] = bias.get("aligned_minus_random")
-    return flat
-
-
-def _background_shift(model, in_distribution, decorrelated: dict[str, Any], config, attacks) -> dict[str, Any]:
-    """Accuracy on the test digits drawn as in training minus the same on decorrelated backgrounds (same digits)."""
-    on_training_backgrounds = ev.evaluate_attacks(model, in_distribution.float_images(), in_distribution.labels, config,
-                                                  attacks=list(attacks))
-    return {
-        name: {"in_distribution": on_training_backgrounds[name], "decorrelated": decorrelated[name],
-               "shift": on_training_backgrounds[name] - decorrelated[name]}
-        for name in ("clean", *attacks)
-    }
-
-
-def _checkpoint_facts(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    meta = checkpoint["metadata"]
-    return {
-        "best_epoch": meta.get("best_epoch"),
-        "epochs": meta.get("epochs"),
-        "selected_on": meta.get("selected_on"),
-        "diverged_epoch": meta.get("diverged_epoch"),
-        "weights": meta.get("weights", "trained model"),
-        "device": meta.get("device", "unknown"),
-    }
+from dhat.evaluation.protocol import evaluate_checkpoint
 
 
 def evaluate_method(
@@ -103,87 +19,7 @@ def evaluate_method(
     evaluation: dict[str, Any],
     device: str,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Attack suite, sanity checks, robust gap and (with true masks) background reliance of one method.
-
-    Returns the metrics (JSON; every accuracy of the selected checkpoint with a 95% bootstrap
-    interval over the test images), the Grad-CAM maps of a few test images for the report's
-    figure (``{"indices": int64 [n], "maps": float32 [n, H, W]}``) and the per-image
-    correctness under each attack (``{"positions": int64 [n], "<attack>": bool [n]}``, plus
-    ``autoattack_positions`` when AutoAttack ran on a subset), from
-    which the report draws paired comparisons between methods.
-    """
-    settings = EvaluationSettings.from_dict(evaluation)
-    config = settings.suite
-    torch_device = resolve_device(device)
-    n_test = len(test_set["labels"])
-    n_eval = min(settings.n_eval or n_test, n_test)
-    # A fixed, class-stratified subset: the same images for every method and every run.
-    positions = stratified_indices(test_set["labels"], n_eval, seed=settings.subset_seed)
-    test = to_device_set(index_set(test_set, positions), torch_device, name="test_set")
-    images, labels = test.float_images(), test.labels
-    started = time.perf_counter()
-    model = load_classifier(model_best, torch_device)
-    logger.info("Evaluating %s (selected checkpoint, epoch %s) on %d test images",
-                model_best["metadata"].get("label"), model_best["metadata"].get("epoch"), n_eval)
-    # AutoAttack on a nested, class-stratified subset of the evaluated images (the same for every method).
-    n_aa = min(settings.autoattack_n or n_eval, n_eval)
-    aa_local = np.sort(stratified_indices(test_set["labels"][positions], n_aa, seed=settings.subset_seed))
-    best = ev.evaluate_attacks(model, images, labels, config,
-                               autoattack_indices=torch.as_tensor(aa_local) if n_aa < n_eval else None)
-    per_image = {"positions": positions.astype(np.int64),
-                 **{name: flags.numpy().astype(bool) for name, flags in best["per_sample"].items()}}
-    if "autoattack" in per_image and n_aa < n_eval:
-        per_image[f"autoattack{POSITIONS_SUFFIX}"] = positions[aa_local].astype(np.int64)
-    checks = ev.sanity_checks(model, images, labels, config, best)
-    train = to_device_set(take_subset(train_set, settings.robust_gap.n, seed=settings.subset_seed), torch_device,
-                          name="train_set")
-    # Robust overfitting alone: training images against test digits drawn from the training distribution
-    # (where the data has that variant); the drop from it to the decorrelated test images is the background shift.
-    in_distribution = test_variants.get(IN_DISTRIBUTION)
-    gap_test = test if in_distribution is None else to_device_set(index_set(in_distribution, positions), torch_device,
-                                                                  name=IN_DISTRIBUTION)
-    gap = ev.robust_gap(model, train.float_images(), train.labels, gap_test.float_images(), gap_test.labels, config,
-                        attacks=settings.gap_attacks())
-    gap["test_images"] = "test" if in_distribution is None else IN_DISTRIBUTION
-    metrics: dict[str, Any] = {
-        "method_config": model_best["metadata"].get("method"),
-        "checkpoint": _checkpoint_facts(model_best),
-        "masks": model_best["metadata"].get("masks"),
-        "evaluation": {
-            "n_eval": n_eval,
-            "n_test": n_test,
-            "subset": n_eval < n_test,
-            "eps": config.eps,
-            "autoattack_label": best.get("autoattack_label"),
-            "autoattack_n": best.get("autoattack_n_images"),
-            "description": _describe(config, n_eval, n_test, best.get("autoattack_label"), best.get("autoattack_n_images")),
-            "device": str(torch_device),
-            "precision": "fp32",  # evaluation_context: autocast off, fp32 weights and inputs, whatever training used
-        },
-        "best": ev.scalar_metrics(best),
-        "intervals": {name: accuracy_interval(per_image[name], seed=settings.subset_seed).as_dict()
-                      for name in attack_names(per_image)},
-        "sanity_checks": checks,
-        "robust_gap": gap,
-    }
-    if in_distribution is not None:
-        metrics["background_shift"] = _background_shift(model, gap_test, best, config, settings.gap_attacks())
-    if dataset_info.get("has_true_masks") or test_variants:
-        bias = ev.background_bias_metrics(
-            model, _variant_sets(test_variants, test_set, positions, torch_device), settings.cam_threshold,
-            batch_size=config.batch_size,
-        )
-        metrics["bias"] = _flatten_bias(bias)
-        metrics["bias_detail"] = bias
-    n_examples = min(settings.attention_examples, n_eval)
-    maps = grad_cam(model, images[:n_examples], labels[:n_examples]) if n_examples else images.new_zeros((0, *images.shape[-2:]))
-    examples = {"indices": positions[:n_examples].astype(np.int64), "maps": maps.detach().cpu().numpy().astype(np.float32)}
-    if settings.last_checkpoint_attacks:
-        last = ev.evaluate_attacks(load_classifier(model_last, torch_device), images, labels, config,
-                                   attacks=list(settings.last_checkpoint_attacks))
-        metrics["last"] = ev.scalar_metrics(last)
-    metrics["evaluation"]["seconds"] = round(time.perf_counter() - started, 2)
-    failed = [c["name"] for c in checks if not c.get("passed", False)]
-    if failed:
-        logger.warning("sanity check(s) failed: %s (possible gradient masking)", ", ".join(failed))
-    return metrics, examples, per_image
+    """The method's selected and last checkpoints through :func:`~dhat.evaluation.protocol.evaluate_checkpoint`:
+    its metrics, the Grad-CAM maps of a few test images and the per-image record."""
+    return tuple(evaluate_checkpoint(model_best, model_last, train_set, test_set, test_variants, dataset_info,
+                                     evaluation, device))
