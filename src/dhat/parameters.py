@@ -16,6 +16,7 @@ from dhat.config import resolve_device
 from dhat.data.capabilities import Requirement, describe_unmet, unmet_requirements
 from dhat.data.registry import check_source, source_provides
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
+from dhat.external import external_settings
 from dhat.fitting import split_method_params
 from dhat.methods import create_method
 from dhat.models import available_models
@@ -161,7 +162,8 @@ SECTION_SETTINGS: dict[str, Any] = {
     "mask_sources": MaskSourceSettings,
 }
 #: Sections whose check needs the other sections too (``tune`` writes its spaces into the methods' sections).
-SECTION_CHECKS: dict[str, Any] = {"tune": _validate_tune}
+SECTION_CHECKS: dict[str, Any] = {"tune": _validate_tune,
+                                  "external_models": lambda params: external_settings(params.get("external_models"))}
 
 
 def validate_parameters(params: Mapping[str, Any], stages: Iterable[str], namespaces: Iterable[str],

@@ -15,11 +15,13 @@ from typing import Any
 from kedro.pipeline import Pipeline
 
 from dhat.data.capabilities import Requirement
+from dhat.external import external_settings
 from dhat.methods.catalog import GROUPS, namespaces
 from dhat.parameters import method_requirements
 from dhat.pipelines import (
     analysis,
     data_ingestion,
+    evaluate_external,
     evaluation,
     mask_precomputation,
     mask_sources,
@@ -122,5 +124,6 @@ def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
         "mask_sources": mask_sources.create_pipeline(source_settings),
         "tune": tune.create_pipeline(tune_settings),
         "tune_test": tune_test.create_pipeline(tune_settings),
+        "evaluate_external": evaluate_external.create_pipeline(tuple(external_settings(params.get("external_models")))),
         "__default__": composites["train_eval"],
     }

@@ -281,8 +281,12 @@ def _from_file(settings: MaskModelSettings, dataset_info: Mapping[str, Any]) -> 
     return state, spec, None
 
 
-def load_mask_model(settings: MaskModelSettings, dataset_info: Mapping[str, Any]) -> dict[str, Any]:
-    """The pre-trained mask model as a project checkpoint whose logits are the data's classes.
+def load_mask_model(settings: MaskModelSettings, dataset_info: Mapping[str, Any],
+                    label: str = "mask_model") -> dict[str, Any]:
+    """The pre-trained model of ``settings`` as a project checkpoint whose logits are the data's classes.
+
+    Used for the mask model and for outside models scored by ``evaluate_external`` (``label``
+    names the model in logs and in the checkpoint).
 
     Raises:
         ValueError: naming the ``mask_model`` key to fix (file, timm name, class map, normalisation).
@@ -305,9 +309,9 @@ def load_mask_model(settings: MaskModelSettings, dataset_info: Mapping[str, Any]
                          "mask_model.model (or mask_model.pretrained)") from error
     if model_classes is not None and indices != list(range(len(model_classes))):
         origin["class_map"] = {c: model_classes[i] for c, i in zip(data_classes, indices, strict=True)}
-    logger.info("Mask model loaded from %s (%s, %d classes kept)", origin.get("pretrained") or origin["checkpoint"],
+    logger.info("%s loaded from %s (%s, %d classes kept)", label, origin.get("pretrained") or origin["checkpoint"],
                 spec["name"], len(indices))
-    return make_checkpoint(model.state_dict(), spec, checkpoint="pretrained", epoch=0, label="mask_model",
+    return make_checkpoint(model.state_dict(), spec, checkpoint="pretrained", epoch=0, label=label,
                            class_names=data_classes, origin=origin, method={"name": "natural"})
 
 

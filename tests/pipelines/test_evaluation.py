@@ -9,6 +9,7 @@ import torch
 from dhat.attention import grad_cam
 from dhat.checkpoints import load_classifier
 from dhat.data.splits import stratified_indices
+from dhat.extras.datasets import TorchCheckpointDataset
 from dhat.intervals import accuracy_interval
 from dhat.pipelines import evaluation, training
 from tests.pipelines.memory import run_pipeline
@@ -83,3 +84,45 @@ def test_robust_gap_uses_test_digits_from_the_training_distribution(params, inge
     clean = 100 * (model(x).argmax(1).numpy() == variant["labels"][positions]).mean()
     assert shift["clean"]["in_distribution"] == pytest.approx(clean)
     assert metrics["masks"] is None  # the natural model trains without masks
+
+
+def _external(params, ingested, tmp_path, entries):
+    from dhat.pipelines import evaluate_external
+
+    params = {**params, "external_models": entries}
+    pipeline = evaluate_external.create_pipeline(tuple(entries)).only_nodes_with_tags("evaluation")
+    names = {f"{name}.external_name": name for name in entries}  # the catalog's ConstantDataset pattern
+    return run_pipeline(pipeline, params, **ingested, **names)
+
+
+def test_an_outside_model_is_scored_exactly_as_the_same_trained_method(params, ingested, evaluated, tmp_path):
+    """The natural model brought back as a checkpoint file, and as a bare state dict with its normalisation."""
+    checkpoint = evaluated["model"]
+    TorchCheckpointDataset(filepath=str(tmp_path / "natural.pt")).save(checkpoint)
+    state = dict(checkpoint["state_dict"])
+    spec = checkpoint["metadata"]["model"]
+    bare = {k: v for k, v in state.items() if k not in ("mean", "std")}
+    torch.save(bare, tmp_path / "bare.pt")
+    entries = {"brought": {"checkpoint": str(tmp_path / "natural.pt")},
+               "bare": {"checkpoint": str(tmp_path / "bare.pt"), "model": {"name": spec["name"], **spec.get("options", {})},
+                        "normalization": {"mean": spec["mean"], "std": spec["std"]}}}
+    catalog = _external(params, ingested, tmp_path, entries)
+    for name in entries:
+        metrics, per_image = catalog.load(f"{name}.metrics"), catalog.load(f"{name}.per_image")
+        timeless = lambda best: {k: v for k, v in best.items() if k != "seconds"}  # noqa: E731
+        assert timeless(metrics["best"]) == timeless(evaluated["metrics"]["best"]), name
+        assert metrics["intervals"] == evaluated["metrics"]["intervals"]
+        assert set(per_image) == set(evaluated["per_image"])
+        assert all(np.array_equal(per_image[k], evaluated["per_image"][k]) for k in per_image)
+        assert "last" not in metrics  # an outside model has no last checkpoint
+
+
+def test_an_outside_model_may_not_take_a_methods_name_or_load_nothing(tmp_path):
+    from dhat.external import external_settings
+
+    with pytest.raises(ValueError, match="external_models.dhat: the name must be a new identifier"):
+        external_settings({"dhat": {"checkpoint": __file__}})
+    with pytest.raises(ValueError, match="external_models.mine names no model"):
+        external_settings({"mine": {}})
+    with pytest.raises(ValueError, match=r"external_models.mine.checkpoint=.* is not a file"):
+        external_settings({"mine": {"checkpoint": str(tmp_path / "missing.pt")}})
