@@ -17,7 +17,8 @@ def registry():
 
 
 def test_every_stage_and_composite_is_registered(registry):
-    extra = {"study", "study_ablations", "sensitivity", "mask_sources", "tune", "tune_test", "__default__"}
+    extra = {"study", "study_ablations", "sensitivity", "mask_sources", "tune", "tune_test", "evaluate_external",
+             "__default__"}
     assert set(STAGES) | set(COMPOSITES) | extra == set(registry)
     assert registry["__default__"].nodes == registry["train_eval"].nodes
 
