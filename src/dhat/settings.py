@@ -6,8 +6,7 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # For example, after creating a hooks.py and defining a ProjectHooks class there, do
 # from dhat.hooks import ProjectHooks
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
-from omegaconf.resolvers import oc  # noqa: E402
-
+from dhat.configuration import PROJECT_CONFIG_LOADER_ARGS  # noqa: E402
 from dhat.hooks import ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
 from dhat.tracking import MlflowTrackingHook  # noqa: E402
 
@@ -34,19 +33,9 @@ HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook(), MlflowTrackingHo
 # CONFIG_LOADER_CLASS = OmegaConfigLoader
 
 # Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    # ${oc.env:NAME,default} outside credentials: conf/base/mlflow.yml honours MLFLOW_TRACKING_URI.
-    "custom_resolvers": {"oc.env": oc.env},
-    "default_run_env": "local",
-    # Environments override only the keys they name (e.g. conf/cifar10 changes
-    # data.source but keeps data.seed from conf/base).
-    "merge_strategy": {"parameters": "soft"},
-    # "config_patterns": {
-    #     "spark" : ["spark*/"],
-    #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-    # }
-}
+# The loader's arguments live with the code that reads the configuration when pipelines are built
+# (dhat/configuration.py), so the two can never disagree.
+CONFIG_LOADER_ARGS = PROJECT_CONFIG_LOADER_ARGS
 
 # Class that manages Kedro's library components.
 # from kedro.framework.context import KedroContext

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.evaluation.registry import ATTACKS
 
 __all__ = [
     "AUTOATTACK_COMPONENTS",
@@ -170,8 +171,6 @@ class AttackSuiteConfig:
     def default_attacks(self) -> tuple[str, ...]:
         """Attacks run when the caller does not choose: every registered attack (FGSM, every PGD, CW, AutoAttack and
         any added one) in registration order, FGSM and AutoAttack as enabled."""
-        from dhat.evaluation.registry import ATTACKS  # noqa: PLC0415 - the registry's entries name this class
-
         switched = {"fgsm": self.fgsm, "autoattack": self.autoattack}
         return tuple(name for family in ATTACKS if switched.get(family, True) for name in ATTACKS.get(family).allowed(self))
 

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
 from dhat.registry import Registry
 
-if TYPE_CHECKING:
-    from dhat.evaluation.config import AttackSuiteConfig
+#: The suite's settings (:class:`dhat.evaluation.config.AttackSuiteConfig`, which reads this registry).
+AttackSuiteConfig = Any
 
 __all__ = ["BATCH_EXAMPLES", "CLEAN", "Attack", "ATTACKS", "register_attack", "parse", "steps", "family",
            "display_name", "header", "is_batch_attack", "of_family", "longest", "batch_names", "order"]

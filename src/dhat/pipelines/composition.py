@@ -11,6 +11,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
+from dhat.configuration import CONF_SOURCE, PROJECT_CONFIG_LOADER_ARGS
 from dhat.data.capabilities import CAPABILITIES, Requirement, unmet_requirements
 from dhat.data.registry import source_provides
 from dhat.methods.catalog import namespaces
@@ -68,12 +69,10 @@ def configured_parameters(env: str | None = None) -> Mapping[str, Any]:
     """
     from kedro.config import OmegaConfigLoader  # noqa: PLC0415
 
-    from dhat import settings  # noqa: PLC0415 - the project's own loader arguments (soft merge), bootstrapped or not
-
-    conf = Path.cwd() / getattr(settings, "CONF_SOURCE", "conf")
+    conf = Path.cwd() / CONF_SOURCE
     if not conf.is_dir():
         return {}
-    args = {"base_env": "base", "default_run_env": "local", **settings.CONFIG_LOADER_ARGS}
+    args = dict(PROJECT_CONFIG_LOADER_ARGS)
     with warnings.catch_warnings():  # Kedro's loader calls a deprecated OmegaConf API; not ours to fix
         warnings.filterwarnings("ignore", message="register_new_resolver")
         loader = OmegaConfigLoader(conf_source=str(conf), env=env if env is not None else build_env(), **args)
