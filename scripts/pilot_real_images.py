@@ -1,7 +1,7 @@
 """Pilot of the real-image CPU study: training and validation curves only, no test image is scored.
 
 Sizes ``conf/cifar10_cpu`` (model width, training-subset size, epochs) before the study runs:
-each method of the study is trained with :func:`dhat.fitting.fit` (the function the Kedro
+each method of the study is trained with :func:`dhat.engine.fitting.fit` (the function the Kedro
 training node calls) on a class-stratified subset of an image folder, and its per-epoch
 history (validation clean and PGD-10 accuracy, epoch time) goes to ``OUT/<tag>_<method>.csv``,
 one summary line per run to ``OUT/summary.jsonl``. DHAT's runs first train the seed's mask
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dhat.attributions import stored_attention_maps
+from dhat.attention.attributions import stored_attention_maps
 from dhat.checkpoints import load_classifier
 from dhat.data.registry import load_source
 from dhat.data.statistics import channel_statistics
-from dhat.fitting import fit
+from dhat.engine.fitting import fit
 from dhat.pipelines.composition import configured_parameters
 
 #: The study's methods, in the order the figure shows them; their sections come from the environment's YAML.

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from dhat.distributed import Distributed
-from dhat.fitting import fit
+from dhat.engine.distributed import Distributed
+from dhat.engine.fitting import fit
+from dhat.engine.training import TrainingConfig, train_model
 from dhat.methods import create_method
 from dhat.models import build_model
 from dhat.tensors import to_device_set
-from dhat.training import TrainingConfig, train_model
 
 N_TRAIN = 48
 
@@ -35,7 +35,7 @@ def tiny_data(masks: bool = False) -> tuple[dict, dict, dict, dict | None]:
 
 
 def fit_worker(method: dict[str, Any], epochs: int) -> tuple[dict, dict, Any]:
-    """:func:`dhat.fitting.fit` with ``training.devices: 2`` inside a worker (no second launch)."""
+    """:func:`dhat.engine.fitting.fit` with ``training.devices: 2`` inside a worker (no second launch)."""
     torch.set_num_threads(1)
     train, val, info, maps = tiny_data(masks=method["name"] == "dhat")
     training = {"epochs": epochs, "batch_size": 16, "val_steps": 2, "progress": False, "crop_padding": 1, "devices": 2}
@@ -43,7 +43,7 @@ def fit_worker(method: dict[str, Any], epochs: int) -> tuple[dict, dict, Any]:
 
 
 def engine_worker(name: str, params: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """:func:`dhat.training.train_model` in a worker; returns the weights and the method's per-sample state."""
+    """:func:`dhat.engine.training.train_model` in a worker; returns the weights and the method's per-sample state."""
     torch.set_num_threads(1)
     train, val, _, _ = tiny_data()
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """A training run in its own process, for the crash-and-resume tests (``python -m tests.resume_child``).
 
 Arguments: ``METHOD STATE_PATH OUT_PATH [--kill-after N] [--lr LR] [--devices N]``. Trains
-``METHOD`` for four epochs on tiny random data with :func:`dhat.fitting.fit`, its resumable
+``METHOD`` for four epochs on tiny random data with :func:`dhat.engine.fitting.fit`, its resumable
 state at ``STATE_PATH``; with ``--kill-after N`` the process sends itself SIGKILL right after
 the state of epoch ``N`` is written (a crash: no cleanup, no ``finally``). Otherwise it saves
 the final weights and history to ``OUT_PATH``. With ``--devices N`` (N > 1) the training is
@@ -19,9 +19,9 @@ import signal
 import numpy as np
 import torch
 
-import dhat.training
-from dhat.distributed import launch
-from dhat.fitting import fit
+import dhat.engine.training
+from dhat.engine.distributed import launch
+from dhat.engine.fitting import fit
 
 EPOCHS = 4
 METHODS = {
@@ -44,14 +44,14 @@ def crash_after(epoch: int | None) -> None:
     """Make this process SIGKILL itself right after it writes the state of ``epoch``."""
     if epoch is None:
         return
-    original = dhat.training.save_state
+    original = dhat.engine.training.save_state
 
     def save_then_crash(settings, state):
         original(settings, state)
         if state["epoch"] == epoch:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    dhat.training.save_state = save_then_crash
+    dhat.engine.training.save_state = save_then_crash
 
 
 def worker_fit(kill_after: int | None, *args, **kwargs):

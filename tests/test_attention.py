@@ -1,8 +1,8 @@
-"""Grad-CAM against a hand-derived map; foreground IoU and mask quantisation by hand (dhat.attention)."""
+"""Grad-CAM against a hand-derived map; foreground IoU and mask quantisation by hand (dhat.attention.gradcam)."""
 
 import torch
 
-from dhat.attention import dequantize_masks, foreground_iou, grad_cam, grad_cam_batched, quantize_masks
+from dhat.attention.gradcam import dequantize_masks, foreground_iou, grad_cam, grad_cam_batched, quantize_masks
 
 
 def test_grad_cam_of_an_identity_backbone_is_the_min_max_normalised_image(identity_classifier):

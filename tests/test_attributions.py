@@ -1,12 +1,11 @@
-"""Attention map sources (dhat.attributions) against hand computations and the project's Grad-CAM."""
+"""Attention map sources (dhat.attention.attributions) against hand computations and the project's Grad-CAM."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from dhat.attention import grad_cam
-from dhat.attributions import (
+from dhat.attention.attributions import (
     ATTRIBUTIONS,
     attention_maps,
     available_attributions,
@@ -14,6 +13,7 @@ from dhat.attributions import (
     min_max_normalise,
     register_attribution,
 )
+from dhat.attention.gradcam import grad_cam
 from dhat.models import ImageClassifier, build_model
 from tests.conftest import IdentityFeatures, LinearPixelModel
 

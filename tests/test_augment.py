@@ -1,9 +1,9 @@
-"""Batched crop and flip (dhat.augment): masks stay aligned with their images."""
+"""Batched crop and flip (dhat.engine.augment): masks stay aligned with their images."""
 
 import pytest
 import torch
 
-from dhat.augment import random_crop_flip
+from dhat.engine.augment import random_crop_flip
 
 
 def test_mask_follows_its_image_through_crop_and_flip():

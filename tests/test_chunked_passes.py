@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dhat.attention import grad_cam_batched, quantize_masks
-from dhat.attributions import attention_maps, iterate_attention_maps, stored_attention_maps
+from dhat.attention.attributions import attention_maps, iterate_attention_maps, stored_attention_maps
+from dhat.attention.gradcam import grad_cam_batched, quantize_masks
+from dhat.attention.masks import MaskRule, mask_statistics, stored_mask_statistics
 from dhat.data import statistics
-from dhat.masks import MaskRule, mask_statistics, stored_mask_statistics
+from dhat.engine.resume import array_digest
 from dhat.models import build_model
-from dhat.resume import array_digest
 from dhat.tensors import iterate_set, to_device_set
 
 RNG = np.random.default_rng(0)

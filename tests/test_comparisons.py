@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dhat.comparisons import mask_table, paired_table
 from dhat.evaluation.records import attack_names, positions_of
 from dhat.intervals import paired_difference
+from dhat.stats.comparisons import mask_table, paired_table
 
 
 def test_pairs_are_compared_on_the_same_images_only():

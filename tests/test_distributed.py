@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dhat.distributed import Distributed, launch, shard
-from dhat.fitting import fit
-from dhat.training import TrainingConfig
+from dhat.engine.distributed import Distributed, launch, shard
+from dhat.engine.fitting import fit
+from dhat.engine.training import TrainingConfig
 from tests.distributed_child import N_TRAIN, engine_worker, fit_worker, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]

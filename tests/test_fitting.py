@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from dhat.fitting import describe_masks, fit, split_method_params, training_maps
-from dhat.masks import MaskRule
+from dhat.attention.masks import MaskRule
+from dhat.engine.fitting import describe_masks, fit, split_method_params, training_maps
 from dhat.methods import MaskSettings, create_method
 
 TRAIN = {
@@ -57,7 +57,7 @@ def test_mask_description_measures_coverage_and_iou_and_warns_when_low(caplog):
     assert stats["source"] == "true" and stats["rule"] == "absolute" and stats["omega"] == 0.5
     sparse = np.full((2, 4, 4), 200, np.uint8)
     sparse[:, 0, 0] = 0  # one background pixel of 16 per image: coverage 6.25 %
-    with caplog.at_level(logging.WARNING, logger="dhat.fitting"):
+    with caplog.at_level(logging.WARNING, logger="dhat.engine.fitting"):
         stats = describe_masks(MaskSettings("gradcam", MaskRule()), sparse, TRAIN["masks"], "dhat")
     assert stats["coverage"] == pytest.approx(1 / 16)
     assert stats["iou_true_background"] == pytest.approx(1 / 12)  # 1 pixel of the 12 true background pixels

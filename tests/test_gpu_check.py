@@ -46,6 +46,6 @@ def test_the_core_library_imports_without_kedro_pyautoattack_or_captum():
     import subprocess
 
     code = ("import sys\nfor name in ('kedro', 'kedro_datasets', 'pyautoattack', 'captum', 'mlflow'):\n"
-            "    sys.modules[name] = None\nimport dhat.gpu_check, dhat.fitting, dhat.attributions, dhat.reference_model\n")
+            "    sys.modules[name] = None\nimport dhat.gpu_check, dhat.engine.fitting, dhat.attention.attributions, dhat.attention.reference_model\n")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dhat.masks import MaskRule, background_mask, mask_statistics
+from dhat.attention.masks import MaskRule, background_mask, mask_statistics
 
 # One 2x3 map: values chosen so every rule's answer can be read off by hand.
 MAP = torch.tensor([[[0.00, 0.05, 0.20], [0.05, 0.90, 1.00]]])

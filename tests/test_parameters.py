@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from dhat.analysis import AnalysisSettings
+from dhat.engine.training import TrainingConfig
 from dhat.evaluation import AttackSuiteConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
-from dhat.study import StudySettings
-from dhat.sweeps import MaskSourceSettings, SensitivitySettings
-from dhat.training import TrainingConfig
+from dhat.stats.study import StudySettings
+from dhat.stats.sweeps import MaskSourceSettings, SensitivitySettings
 from tests.pipelines.memory import load_parameters
 
 BASE = load_parameters("base")

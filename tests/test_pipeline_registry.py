@@ -55,7 +55,7 @@ def test_report_waits_for_every_evaluation_of_its_composite(registry):
 
 def test_study_runs_every_core_method_per_seed_with_the_seed_from_its_namespace(registry):
     from dhat.pipelines.study.pipeline import STUDY_GROUPS
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
 
     STUDY_SEEDS = StudySettings().seeds
 
@@ -66,7 +66,7 @@ def test_study_runs_every_core_method_per_seed_with_the_seed_from_its_namespace(
 
 
 def test_sensitivity_and_mask_source_namespaces_come_from_the_yaml_lists(registry):
-    from dhat.sweeps import MaskSourceSettings, SensitivitySettings, value_token
+    from dhat.stats.sweeps import MaskSourceSettings, SensitivitySettings, value_token
     from tests.pipelines.memory import load_parameters
 
     base = load_parameters("base")
@@ -100,7 +100,7 @@ def test_the_extended_study_adds_seeds_and_writes_its_own_aggregates(monkeypatch
 
     from dhat.pipelines.composition import configured_section
     from dhat.pipelines.study.pipeline import STUDY_GROUPS
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
 
     base = StudySettings.from_dict(configured_section("study"))
     monkeypatch.setenv("KEDRO_ENV", "study_extended")

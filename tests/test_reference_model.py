@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dhat.attention import grad_cam
+from dhat.attention.gradcam import grad_cam
+from dhat.attention.reference_model import MaskModelSettings, ResizedInput, class_indices, load_mask_model, map_model
 from dhat.checkpoints import build_from_spec, load_classifier, make_checkpoint
 from dhat.pipelines.mask_precomputation import nodes
-from dhat.reference_model import MaskModelSettings, ResizedInput, class_indices, load_mask_model, map_model
 
 INFO = {"class_names": ["cat", "ant", "bee"], "image_shape": [16, 16, 3], "mean": [0.5] * 3, "std": [0.2] * 3}
 SPEC = {"name": "small_cnn", "num_classes": 4, "in_channels": 3, "mean": [0.1, 0.2, 0.3], "std": [0.9, 0.8, 0.7],

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dhat.engine.resume import ResumeSettings, capture_rng, fingerprint, load_state, restore_rng, save_state
+from dhat.engine.training import TrainingConfig, train_model
 from dhat.methods import create_method
 from dhat.models import build_model
-from dhat.resume import ResumeSettings, capture_rng, fingerprint, load_state, restore_rng, save_state
 from dhat.tensors import DeviceImageSet
-from dhat.training import TrainingConfig, train_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -80,7 +80,7 @@ def _train(settings: ResumeSettings | None, epochs: int = 2):
 def test_a_corrupt_state_is_set_aside_and_training_starts_fresh(tmp_path, caplog):
     path = tmp_path / "state.pt"
     path.write_bytes(b"PK\x03\x04 truncated")
-    with caplog.at_level(logging.WARNING, logger="dhat.resume"):
+    with caplog.at_level(logging.WARNING, logger="dhat.engine.resume"):
         result = _train(ResumeSettings(path, "abc"))
     assert "could not be read" in caplog.text and (tmp_path / "state.pt.corrupt").read_bytes().startswith(b"PK")
     plain = _train(None)
@@ -94,7 +94,7 @@ def test_resume_false_and_a_finished_state(tmp_path, caplog):
     # A finished run's state resumes to the same result without training again.
     again = _train(settings)
     assert again.history == first.history and again.best_epoch == first.best_epoch
-    with caplog.at_level(logging.INFO, logger="dhat.resume"):
+    with caplog.at_level(logging.INFO, logger="dhat.engine.resume"):
         assert load_state(ResumeSettings(settings.path, "abc", resume=False), "pgd_at") is None
         assert load_state(ResumeSettings(settings.path, "other"), "pgd_at") is None
     assert "training.resume is false" in caplog.text and "another configuration" in caplog.text

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dhat.study import stack_runs, study_markdown, study_paired_table, study_table
+from dhat.stats.study import stack_runs, study_markdown, study_paired_table, study_table
 
 T2 = 4.302652729911275  # t(0.975, 2)
 
@@ -65,7 +65,7 @@ def test_runs_on_different_images_or_missing_seeds_are_refused():
 
 
 def test_study_settings_check_seeds_and_methods():
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
 
     assert StudySettings.from_dict({"seeds": [3, 1], "methods": ["pgd_at", "dhat"]}) == StudySettings((3, 1), ("pgd_at", "dhat"))
     for seeds in ([], [1, 1], [-1], "0,1", [0.5]):
@@ -77,7 +77,7 @@ def test_study_settings_check_seeds_and_methods():
 
 def test_the_study_pipeline_follows_its_settings():
     from dhat.pipelines.study.pipeline import create_ablation_pipeline, create_pipeline
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
 
     settings = StudySettings((5, 6), ("pgd_at", "dhat"))
     trained = {n.namespace for n in create_pipeline(settings).nodes if "training" in n.tags}
@@ -87,7 +87,7 @@ def test_the_study_pipeline_follows_its_settings():
 
 
 def test_comparisons_come_from_the_settings():
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
 
     settings = StudySettings.from_dict({"comparisons": [["dhat_absolute_mask", "dhat"], ["dhat", "uiat"]]})
     assert settings.comparisons == (("dhat_absolute_mask", "dhat"), ("dhat", "uiat"))
@@ -97,7 +97,7 @@ def test_comparisons_come_from_the_settings():
 
 
 def test_every_environments_study_names_its_comparisons_in_yaml():
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
     from tests.pipelines.memory import load_parameters
 
     for env in ("base", "cifar10_cpu", "study_extended"):
@@ -110,7 +110,7 @@ def test_one_mask_model_per_seed_is_trained_with_that_seed_and_feeds_only_that_s
     import pandas as pd
 
     from dhat.pipelines.study.pipeline import create_pipeline
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
     from tests.pipelines.memory import load_parameters, run_pipeline
 
     params = load_parameters("test")

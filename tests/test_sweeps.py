@@ -1,4 +1,4 @@
-"""Sweep settings, grid values from namespaces, and the sweep tables by hand (dhat.sweeps)."""
+"""Sweep settings, grid values from namespaces, and the sweep tables by hand (dhat.stats.sweeps)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dhat.sweeps import (
+from dhat.stats.sweeps import (
     MaskSourceSettings,
     SensitivitySettings,
     grid_value,

@@ -1,4 +1,4 @@
-"""The training engine (dhat.training): reproducibility, schedule, checkpoint selection, errors."""
+"""The training engine (dhat.engine.training): reproducibility, schedule, checkpoint selection, errors."""
 
 import math
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dhat.engine.training import TrainingConfig, train_model
 from dhat.methods import create_method
 from dhat.methods.base import StepOutput, TrainingMethod
 from dhat.models import build_model
 from dhat.tensors import DeviceImageSet
-from dhat.training import TrainingConfig, train_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from dhat.config import resolve_device
+from dhat.engine.precision import PRECISIONS, autocast, make_scaler
 from dhat.methods import Batch, available_methods, create_method, wrap_model
 from dhat.models import build_model
-from dhat.precision import PRECISIONS, autocast, make_scaler
 
 __all__ = ["CIFAR10_TRAIN_IMAGES", "StepTiming", "benchmark_methods", "benchmark_table", "main"]
 
@@ -69,7 +69,7 @@ def benchmark_methods(  # noqa: PLR0913 - one keyword per benchmark knob
 ) -> dict[str, StepTiming]:
     """Median seconds per training step of each method (same model size, batch, device and precision).
 
-    ``precision`` is applied as in training (:mod:`dhat.precision`: autocast, and a gradient
+    ``precision`` is applied as in training (:mod:`dhat.engine.precision`: autocast, and a gradient
     scaler for fp16); ``compile`` runs each step through ``torch.compile`` of the model, as
     ``training.compile`` does (the warm-up steps absorb the compilation). On CUDA the peak
     memory of each method's steps is recorded.

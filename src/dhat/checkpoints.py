@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dhat.model_wrappers import wrap_model
 from dhat.models import build_model
 
 __all__ = ["model_spec", "build_from_spec", "make_checkpoint", "load_classifier"]
@@ -45,8 +46,6 @@ def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
         **dict(spec.get("options", {})),
     )
     if spec.get("wrapper"):
-        from dhat.methods import wrap_model  # noqa: PLC0415 - dhat.methods imports this module; import at use breaks the cycle
-
         return wrap_model(model, spec["wrapper"])
     return model
 

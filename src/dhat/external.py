@@ -1,7 +1,7 @@
 """Outside models scored with the project's protocol: a checkpoint or timm weights in, the same metrics out.
 
 ``external_models`` in ``conf/`` maps a name to a model the user brings, described as the
-``mask_model`` section describes a pre-trained mask model (:mod:`dhat.reference_model`):
+``mask_model`` section describes a pre-trained mask model (:mod:`dhat.attention.reference_model`):
 
 - ``checkpoint: <file>``: a checkpoint this project wrote, or a plain state dict of one of its
   architectures (``model: {name: ...}``; ``normalization: {mean, std}`` when the file has none);
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dhat.attention.reference_model import MaskModelSettings, load_mask_model
 from dhat.methods.catalog import METHOD_CATALOG
-from dhat.reference_model import MaskModelSettings, load_mask_model
 
 __all__ = ["external_settings", "load_external_model"]
 

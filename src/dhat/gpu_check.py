@@ -40,7 +40,7 @@ from dhat.benchmark import benchmark_methods, benchmark_table
 from dhat.config import device_label, resolve_device
 from dhat.data.registry import load_source
 from dhat.data.statistics import channel_statistics
-from dhat.fitting import fit
+from dhat.engine.fitting import fit
 
 __all__ = ["main"]
 
@@ -119,7 +119,7 @@ def _training(out: Path, data: Path, quick: bool, device: str) -> None:
         row = history.iloc[-1]
         extra = {}
         if method == "natural":  # the mask model of this check: its Grad-CAM of every training image
-            from dhat.attributions import stored_attention_maps  # noqa: PLC0415
+            from dhat.attention.attributions import stored_attention_maps  # noqa: PLC0415
             from dhat.checkpoints import load_classifier  # noqa: PLC0415
 
             mapped = time.perf_counter()
@@ -136,7 +136,7 @@ def _training(out: Path, data: Path, quick: bool, device: str) -> None:
 
 
 def _summary(out: Path, environment: dict[str, Any]) -> None:
-    from dhat.reporting import markdown_table  # noqa: PLC0415 - matplotlib loads only for the summary
+    from dhat.stats.reporting import markdown_table  # noqa: PLC0415 - matplotlib loads only for the summary
 
     lines = [f"# GPU check: {environment['device']}", "", f"torch {environment['torch']}, "
              f"{environment['started']}", ""]

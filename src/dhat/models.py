@@ -181,7 +181,7 @@ def _resnet18(in_channels: int, cifar_stem: bool = True, **_other: Any) -> nn.Mo
 @register_model("timm")
 def _timm(in_channels: int, variant: str = "resnet18", cifar_stem: bool = False, **_other: Any) -> nn.Module:
     """Any timm CNN whose head is global average pooling + linear (``variant``: its timm name), e.g. a
-    pre-trained mask model (:mod:`dhat.reference_model`); ``cifar_stem`` as for ``resnet18``."""
+    pre-trained mask model (:mod:`dhat.attention.reference_model`); ``cifar_stem`` as for ``resnet18``."""
     return _TimmResNetFeatures(str(variant), in_channels=in_channels, cifar_stem=bool(cifar_stem))
 
 

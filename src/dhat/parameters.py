@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from dhat.analysis.settings import AnalysisSettings
+from dhat.attention.reference_model import MaskModelSettings
 from dhat.config import resolve_device
 from dhat.data.capabilities import Requirement, describe_unmet, unmet_requirements
 from dhat.data.registry import check_source, source_provides
+from dhat.engine.fitting import split_method_params
+from dhat.engine.training import TrainingConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
 from dhat.external import external_settings
-from dhat.fitting import split_method_params
 from dhat.methods import create_method
 from dhat.models import available_models
-from dhat.reference_model import MaskModelSettings
-from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
-from dhat.training import TrainingConfig
+from dhat.stats.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 from dhat.tuning.settings import TuneSettings
 from dhat.tuning.space import apply_values, corner_values
 

@@ -35,8 +35,8 @@ from dhat.pipelines import (
 )
 from dhat.pipelines.composition import configured_parameters, usable_units
 from dhat.pipelines.study.pipeline import study_methods
-from dhat.study import StudySettings
-from dhat.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
+from dhat.stats.study import StudySettings
+from dhat.stats.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
 from dhat.tuning import PROTOCOL_NEEDS, TuneSettings
 
 #: Composite pipeline -> the catalog groups whose methods it trains and evaluates.

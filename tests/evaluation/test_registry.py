@@ -7,7 +7,7 @@ import torch
 
 from dhat.evaluation import evaluate_attacks
 from dhat.evaluation import registry as attacks
-from dhat.sweeps import score
+from dhat.stats.sweeps import score
 from tests.conftest import LinearPixelModel
 from tests.evaluation.helpers import make_config
 

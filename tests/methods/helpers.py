@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from dhat.engine.training import TrainingConfig, TrainingResult, train_model
 from dhat.methods.base import Batch, TrainingMethod, create_method, wrap_model
 from dhat.models import build_model
 from dhat.tensors import DeviceImageSet
-from dhat.training import TrainingConfig, TrainingResult, train_model
 
 EPS = 8 / 255
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dhat.fitting import split_method_params
+from dhat.engine.fitting import split_method_params
 from dhat.methods import available_methods, create_method
 from dhat.methods.catalog import GROUPS, METHOD_CATALOG, catalog_entry, display_name, namespaces, order_methods
 from tests.pipelines.memory import load_parameters

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import dhat.methods.fsr as fsr_module
 from dhat.attacks import pgd
-from dhat.attention import grad_cam
+from dhat.attention.gradcam import grad_cam
 from dhat.checkpoints import load_classifier, make_checkpoint, model_spec
 from dhat.methods import Batch, create_method, wrap_model
 from dhat.models import build_model

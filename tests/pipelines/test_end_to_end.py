@@ -201,7 +201,7 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
 
 def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path, monkeypatch):
     from dhat.pipelines.study.pipeline import STUDY_ABLATIONS
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
     from tests.pipelines.memory import load_parameters
 
     monkeypatch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dhat.attention import grad_cam
+from dhat.attention.gradcam import grad_cam
 from dhat.checkpoints import load_classifier
 from dhat.data.splits import stratified_indices
 from dhat.extras.datasets import TorchCheckpointDataset

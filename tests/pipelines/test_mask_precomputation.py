@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dhat.attention import dequantize_masks, foreground_iou, grad_cam_batched
+from dhat.attention.gradcam import dequantize_masks, foreground_iou, grad_cam_batched
 from dhat.checkpoints import load_classifier
 from dhat.tensors import to_device_set
 

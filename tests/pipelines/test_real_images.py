@@ -167,7 +167,7 @@ def test_the_cpu_studys_pipeline_runs_on_real_photographs(photos):
     """``conf/cifar10_cpu``'s study (its methods, per-seed mask models, comparisons) on two of its seeds, in memory,
     with the test sizes above: every unit trains and is scored, the aggregation and the mask report are written."""
     from dhat.pipelines.study.pipeline import create_pipeline
-    from dhat.study import StudySettings
+    from dhat.stats.study import StudySettings
     from tests.pipelines.memory import run_pipeline
 
     params = load_parameters("cifar10_cpu")

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from dhat.attacks import cross_entropy_loss, signed_gradient_attack
-from dhat.attention import grad_cam, region_iou
+from dhat.attention.gradcam import grad_cam, region_iou
+from dhat.attention.masks import MaskRule, background_mask
 from dhat.config import dataclass_from_dict, positive_radii
 from dhat.evaluation.inference import check_inputs, evaluation_context, iterate_batches
 from dhat.intervals import mean_interval
-from dhat.masks import MaskRule, background_mask
 
 __all__ = ["AttentionShiftConfig", "attention_region", "region_iou", "shifted_examples", "attention_shift"]
 

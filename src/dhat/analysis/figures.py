@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 
 from dhat.analysis.attention_shift import iou_quantities
+from dhat.attention.masks import MaskRule, background_mask
 from dhat.evaluation.registry import display_name as attack_display
-from dhat.masks import MaskRule, background_mask
 from dhat.methods.catalog import display_name, order_methods
 
 __all__ = ["attention_shift_figure", "mask_examples_figure", "robustness_vs_eps_figure",

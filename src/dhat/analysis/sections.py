@@ -9,7 +9,7 @@ import pandas as pd
 
 from dhat.evaluation.registry import display_name as attack_display
 from dhat.methods.catalog import display_name, order_methods
-from dhat.reporting import markdown_table
+from dhat.stats.reporting import markdown_table
 
 __all__ = ["attention_shift_lines", "robustness_vs_eps_lines", "compute_cost_lines", "sensitivity_lines",
            "mask_source_lines"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from dhat.attention import foreground_iou, grad_cam_batched
+from dhat.attention.gradcam import foreground_iou, grad_cam_batched
 from dhat.evaluation.inference import (
     check_batch_size,
     check_inputs,

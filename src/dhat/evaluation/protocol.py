@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from dhat.attention import grad_cam
+from dhat.attention.gradcam import grad_cam
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import index_set, stratified_indices, take_subset

@@ -19,9 +19,10 @@ from torch import nn
 
 from dhat.attacks import StartKind, pgd
 from dhat.attacks import batchnorm_mode as _bn_mode
+from dhat.attention.masks import MaskRule
 from dhat.config import dataclass_from_dict, parse_pixel_value
 from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
-from dhat.masks import MaskRule
+from dhat.model_wrappers import register_model_wrapper, wrap_model  # re-exported: methods register wrappers
 from dhat.registry import Registry
 
 __all__ = [
@@ -285,7 +286,7 @@ class TrainingMethod:
         """Data-parallel training: combine the state each rank kept for its own images during the epoch.
 
         Called on every rank after the epoch's steps, before :meth:`on_epoch_end`;
-        ``distributed`` is a :class:`dhat.distributed.Distributed`. Stateless methods have
+        ``distributed`` is a :class:`dhat.engine.distributed.Distributed`. Stateless methods have
         nothing to combine; SGLR (soft labels by index) and CFA (class accuracies) do.
         """
 
@@ -295,25 +296,6 @@ class TrainingMethod:
 
 
 METHODS: Registry[type[TrainingMethod]] = Registry("training method", "method.name")
-MODEL_WRAPPERS: Registry[Callable[..., nn.Module]] = Registry("model wrapper", "model wrapper name")
-
-
-def register_model_wrapper(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register ``fn(model, **options) -> model`` so checkpoints of wrapped models can be rebuilt.
-
-    A method that changes the architecture (e.g. FSR adds modules) returns
-    ``{"name": ..., "options": {...}}`` from :meth:`TrainingMethod.model_wrapper`; the
-    checkpoint stores it and :func:`dhat.checkpoints.build_from_spec` re-applies it.
-    """
-
-    return MODEL_WRAPPERS.register(name)
-
-
-def wrap_model(model: nn.Module, wrapper: Mapping[str, Any]) -> nn.Module:
-    """Apply a registered model wrapper described by ``{"name", "options"}``."""
-    return MODEL_WRAPPERS.get(wrapper.get("name"))(model, **dict(wrapper.get("options") or {}))
-
-
 def attack_defaults(**settings: Any) -> Callable[[], AttackSettings]:
     """Default factory of an attack field: :class:`AttackSettings` with ``settings`` over its defaults.
 

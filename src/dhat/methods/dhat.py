@@ -3,7 +3,7 @@
 Per batch (docs/design.md, "The method"): an adversarial example ``x_adv`` and an inverse
 example ``x_inv``; the background image ``x_bg = x_inv * 1[background]`` built from
 the attention map ``M`` of each image (``M < omega`` as in the paper, or the
-``background_share`` of least-attended pixels, see :mod:`dhat.masks`); debiased logits
+``background_share`` of least-attended pixels, see :mod:`dhat.attention.masks`); debiased logits
 ``z* = z_inv - z_bg``; loss ``CE(z_adv, y) + lambda1 * DHLR(z*, z_adv) + lambda2 * FLOE(z_inv, z_bg)``.
 ``mask_source`` chooses the maps: the precomputed Grad-CAM of the natural reference model
 (``gradcam``) or the data's true foreground masks (``true``, the oracle of a perfect segmenter).
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.attention.masks import MaskRule, background_mask
 from dhat.config import check_non_negative
 from dhat.losses import DHLR_FORMS, FLOE_VARIANTS, debiased_logits, dhlr_loss, floe_loss
-from dhat.masks import MaskRule, background_mask
 from dhat.methods.base import (
     MASK_SOURCES,
     AttackSettings,

@@ -42,7 +42,7 @@ also sees random masks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,135 +50,10 @@ from torch import nn
 
 from dhat.config import check_non_negative
 from dhat.losses import top_wrong_class
-from dhat.methods.base import (
-    Batch,
-    EvalModeAttackParams,
-    StepOutput,
-    TrainingMethod,
-    register_method,
-    register_model_wrapper,
-)
+from dhat.methods.base import Batch, EvalModeAttackParams, StepOutput, TrainingMethod, register_method
+from dhat.model_wrappers import EVAL_MASKS, FSRClassifier, check_fsr_options, fsr_wrapper
 
-__all__ = ["FSR", "FSRParams", "FSRClassifier", "fsr_wrapper", "EVAL_MASKS"]
-
-EvalMask = Literal["tempered", "sigmoid"]
-EVAL_MASKS: tuple[str, ...] = ("tempered", "sigmoid")
-_NOISE_CLAMP = 1e-6
-
-
-def _conv_stack(channels: int, hidden: int) -> nn.Sequential:
-    """Three 3x3 convs ``C -> hidden -> hidden -> C`` with BN + ReLU between (public FSR layout)."""
-    return nn.Sequential(
-        nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
-        nn.BatchNorm2d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
-        nn.BatchNorm2d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(hidden, channels, 3, padding=1, bias=False),
-    )
-
-
-def _infer_sizes(base: nn.Module) -> tuple[int, int]:
-    """(feature channels, classes) of a classifier with a ``features``/``head`` interface and a linear ``fc``."""
-    for name in ("features", "head"):
-        if not callable(getattr(base, name, None)):
-            raise ValueError(
-                f"the fsr model wrapper needs a classifier exposing {name}(...); got {type(base).__name__}"
-            )
-    fc = getattr(base, "fc", None)
-    if not isinstance(fc, nn.Linear):
-        raise ValueError(f"the fsr model wrapper needs a classifier with a linear head 'fc'; got {type(base).__name__}")
-    return int(fc.in_features), int(fc.out_features)
-
-
-class FSRClassifier(nn.Module):
-    """A classifier with FSR's separation and recalibration inserted before its head.
-
-    Args:
-        base: classifier exposing ``features(x)`` (last feature map), ``head(feature_map)``
-            and a linear ``fc`` (e.g. :class:`dhat.models.ImageClassifier`); kept as ``self.base``.
-        tau: Gumbel-sigmoid temperature of the mask.
-        hidden: channel width of the separation and recalibration nets.
-        eval_mask: ``tempered`` (``sigmoid(s / tau)``, public code) or ``sigmoid`` (``sigmoid(s)``).
-    """
-
-    def __init__(self, base: nn.Module, tau: float = 0.1, hidden: int = 64, eval_mask: EvalMask = "tempered") -> None:
-        super().__init__()
-        _check_options(tau, hidden, eval_mask, "fsr wrapper")
-        channels, num_classes = _infer_sizes(base)
-        self.base = base
-        self.tau = float(tau)
-        self.eval_mask = eval_mask
-        self.separation = _conv_stack(channels, int(hidden))
-        self.recalibration = _conv_stack(channels, int(hidden))
-        self.aux = nn.Linear(channels, num_classes)
-
-    def mask(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """Element-wise robustness mask in ``[0, 1]``: random in train mode, deterministic in eval mode."""
-        scores = self.separation(feature_map)
-        if self.training:
-            u = torch.rand_like(scores).clamp_(_NOISE_CLAMP, 1.0 - _NOISE_CLAMP)
-            # Logistic noise = difference of the two Gumbel draws of the public Gumbel-sigmoid.
-            return torch.sigmoid((scores + torch.log(u) - torch.log1p(-u)) / self.tau)
-        if self.eval_mask == "tempered":
-            return torch.sigmoid(scores / self.tau)
-        return torch.sigmoid(scores)
-
-    def parts(self, feature_map: torch.Tensor) -> dict[str, torch.Tensor]:
-        """FSR's maps for a backbone feature map.
-
-        Returns ``mask``, ``robust`` (``m F``), ``non_robust`` (``(1 - m) F``),
-        ``recalibrated`` (``F_nr + R(F_nr)(1 - m)``, the public code's ``rec_feat``) and
-        ``output`` (``F_r + F_rec``, what the head classifies).
-        """
-        m = self.mask(feature_map)
-        robust = feature_map * m
-        non_robust = feature_map * (1.0 - m)
-        recalibrated = non_robust + self.recalibration(non_robust) * (1.0 - m)
-        return {
-            "mask": m,
-            "robust": robust,
-            "non_robust": non_robust,
-            "recalibrated": recalibrated,
-            "output": robust + recalibrated,
-        }
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The recalibrated feature map the head classifies (Grad-CAM reads this one)."""
-        return self.parts(self.base.features(x))["output"]
-
-    def head(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """The wrapped classifier's head (pool + linear)."""
-        return self.base.head(feature_map)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Main logits and the auxiliary logits ``{"robust", "non_robust", "recalibrated"}`` of one forward."""
-        maps = self.parts(self.base.features(x))
-        aux = {name: self.aux(maps[name].mean(dim=(2, 3))) for name in ("robust", "non_robust", "recalibrated")}
-        return self.head(maps["output"]), aux
-
-
-def _check_options(tau: Any, hidden: Any, eval_mask: Any, section: str) -> None:
-    """Validate the wrapper options, naming ``section.<field>``."""
-    if isinstance(tau, bool) or not isinstance(tau, int | float) or tau <= 0:
-        raise ValueError(f"{section}.tau (Gumbel-sigmoid temperature) must be > 0, got {tau!r}")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"{section}.hidden must be an integer >= 1, got {hidden!r}")
-    if eval_mask not in EVAL_MASKS:
-        raise ValueError(f"{section}.eval_mask must be one of {', '.join(EVAL_MASKS)}, got {eval_mask!r}")
-
-
-@register_model_wrapper("fsr")
-def fsr_wrapper(
-    model: nn.Module, tau: float = 0.1, hidden: int = 64, eval_mask: EvalMask = "tempered"
-) -> FSRClassifier:
-    """Wrap ``model`` with FSR modules (checkpoints store these options and rebuild the wrapper)."""
-    return FSRClassifier(model, tau=tau, hidden=hidden, eval_mask=eval_mask)
-
+__all__ = ["FSR", "FSRParams", "FSRClassifier", "fsr_wrapper", "EVAL_MASKS"]  # the architecture: dhat.model_wrappers
 
 @dataclass
 class FSRParams(EvalModeAttackParams):
@@ -199,7 +74,7 @@ class FSRParams(EvalModeAttackParams):
     def validate(self, section: str) -> FSRParams:
         self.attack = self.attack.validate(f"{section}.attack")
         check_non_negative(self, section, "lambda_sep", "lambda_rec")
-        _check_options(self.tau, self.hidden, self.eval_mask, section)
+        check_fsr_options(self.tau, self.hidden, self.eval_mask, section)
         return self
 
 

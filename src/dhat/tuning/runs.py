@@ -21,8 +21,8 @@ import optuna
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import take_subset
+from dhat.engine.resume import array_digest, fingerprint
 from dhat.evaluation.config import AttackSuiteConfig
-from dhat.resume import array_digest, fingerprint
 from dhat.tensors import to_device_set
 from dhat.tuning.check import check_configuration
 from dhat.tuning.search import (

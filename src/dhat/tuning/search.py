@@ -1,7 +1,7 @@
 """The search: trials trained and scored on validation data until every method has the same completed budget.
 
 A trial writes its values into a copy of the method's section (:mod:`dhat.tuning.space`),
-trains it with the tuning seed through :func:`dhat.fitting.fit` (the same code as every
+trains it with the tuning seed through :func:`dhat.engine.fitting.fit` (the same code as every
 training node) and returns the validation score of the checkpoint that selection keeps.
 The objective is handed a validation split and nothing else: it cannot read the test
 images. :func:`run_until_complete` asks Optuna for one trial at a time until the study
@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.fitting import fit
+from dhat.engine.fitting import fit
+from dhat.engine.training import TrainingConfig, evaluate_clean_and_pgd
 from dhat.tensors import to_device_set
-from dhat.training import TrainingConfig, evaluate_clean_and_pgd
 from dhat.tuning.space import Dimension, apply_values, suggest
 
 __all__ = ["TrialData", "TrialResult", "train_and_score", "make_objective", "completed", "counted",

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dhat.attention import foreground_iou, quantize_masks
-from dhat.attributions import iterate_attention_maps
+from dhat.attention.attributions import iterate_attention_maps
+from dhat.attention.gradcam import foreground_iou, quantize_masks
+from dhat.attention.reference_model import MaskModelSettings, load_mask_model, map_model
 from dhat.config import resolve_device
-from dhat.fitting import fit
-from dhat.reference_model import MaskModelSettings, load_mask_model, map_model
+from dhat.engine.fitting import fit
 from dhat.tensors import iterate_set
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def train_mask_model(
     training_state: str,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The natural reference model whose Grad-CAM gives the masks: trained (``mask_model`` parameters), or
-    loaded when ``mask_model.checkpoint`` or ``mask_model.pretrained`` is set (:mod:`dhat.reference_model`).
+    loaded when ``mask_model.checkpoint`` or ``mask_model.pretrained`` is set (:mod:`dhat.attention.reference_model`).
 
     Training is resumable like every training node: ``training_state`` is the state file beside the model.
     A loaded model's history is one row, its validation accuracy.

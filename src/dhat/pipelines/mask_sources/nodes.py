@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dhat.attention.reference_model import MaskModelSettings, map_model
 from dhat.config import resolve_device
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY
 from dhat.pipelines.training.nodes import train_method_with
-from dhat.reference_model import MaskModelSettings, map_model
-from dhat.sweeps import MaskSourceSettings, mask_source_table, score_checkpoint
+from dhat.stats.sweeps import MaskSourceSettings, mask_source_table, score_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def compute_source_maps(source: str, mask_model_checkpoint: dict[str, Any], trai
         if train_set.get(key) is None:
             raise ValueError(f"mask_sources.sources lists {source!r}, but {missing}")
         return {"masks": np.asarray(train_set[key], dtype=np.uint8)}, {"source": source, "map_seconds": 0.0}
-    from dhat.attributions import stored_attention_maps  # noqa: PLC0415 - captum loads only in this pipeline
+    from dhat.attention.attributions import stored_attention_maps  # noqa: PLC0415 - captum loads only in this pipeline
 
     torch_device = resolve_device(device)
     model = map_model(mask_model_checkpoint, MaskModelSettings.from_dict(mask_model), train_set["images"].shape[1:],

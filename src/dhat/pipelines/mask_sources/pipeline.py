@@ -20,7 +20,7 @@ from dhat.pipelines.mask_sources.nodes import (
 )
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.sweeps import MaskSourceSettings
+from dhat.stats.sweeps import MaskSourceSettings
 
 _SHARED_DATA = {"train_set", "val_set", "test_set", "dataset_info", "mask_model"}
 _SHARED_PARAMS = TRAINING_PARAMS | {"params:mask_sources", "params:mask_model", "params:evaluation"}

@@ -9,10 +9,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from dhat import reporting
 from dhat.analysis import sections
-from dhat.comparisons import mask_table, paired_table
 from dhat.methods.catalog import order_methods
+from dhat.stats import reporting
+from dhat.stats.comparisons import mask_table, paired_table
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from dhat.analysis.figures import sensitivity_figure
 from dhat.pipelines.training.nodes import train_method_with
-from dhat.sweeps import SensitivitySettings, grid_value, score_checkpoint, sensitivity_table
+from dhat.stats.sweeps import SensitivitySettings, grid_value, score_checkpoint, sensitivity_table
 
 logger = logging.getLogger(__name__)
 

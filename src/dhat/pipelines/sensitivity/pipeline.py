@@ -22,7 +22,7 @@ from dhat.pipelines.sensitivity.nodes import (
 from dhat.pipelines.training.pipeline import SHARED_INPUTS as TRAINING_DATA
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.sweeps import SensitivitySettings, value_token
+from dhat.stats.sweeps import SensitivitySettings, value_token
 
 _SHARED_DATA = TRAINING_DATA | {"test_set"}
 _SHARED_PARAMS = TRAINING_PARAMS | {"params:sensitivity", "params:evaluation"}

@@ -11,12 +11,12 @@ import pandas as pd
 
 from dhat.analysis.figures import mask_examples_figure, seed_curves_figure
 from dhat.data.splits import take_subset
-from dhat.fitting import split_method_params
+from dhat.engine.fitting import split_method_params
 from dhat.methods import create_method
 from dhat.methods.catalog import PAIRED_COMPARISONS, display_name
 from dhat.pipelines.mask_precomputation.nodes import train_mask_model
 from dhat.pipelines.training.nodes import train_method_with
-from dhat.study import (
+from dhat.stats.study import (
     StudySettings,
     collect_runs,
     nested_runs,

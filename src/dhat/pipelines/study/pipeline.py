@@ -31,7 +31,7 @@ from dhat.pipelines.study.nodes import (
 )
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
-from dhat.study import StudySettings, unit_key
+from dhat.stats.study import StudySettings, unit_key
 
 #: Catalog groups the study trains when ``study.methods`` is null.
 STUDY_GROUPS: tuple[str, ...] = ("core", "oracle")

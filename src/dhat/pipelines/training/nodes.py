@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dhat.fitting import fit
-from dhat.sweeps import with_method_params
+from dhat.engine.fitting import fit
+from dhat.stats.sweeps import with_method_params
 
 
 def train_method(

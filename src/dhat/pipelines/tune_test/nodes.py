@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dhat.pipelines.training.nodes import train_method
-from dhat.study import collect_runs, stack_runs, study_markdown, study_paired_table, study_table
+from dhat.stats.study import collect_runs, stack_runs, study_markdown, study_paired_table, study_table
 from dhat.tuning import TuneSettings
 
 logger = logging.getLogger(__name__)

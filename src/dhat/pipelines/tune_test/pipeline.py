@@ -20,7 +20,7 @@ from dhat.pipelines.study.nodes import train_method_with_seed
 from dhat.pipelines.training.pipeline import SHARED_PARAMS as TRAINING_PARAMS
 from dhat.pipelines.training.pipeline import TRAINING_INPUTS
 from dhat.pipelines.tune_test.nodes import aggregate_fresh, train_chosen_with_seed, write_tuning_report
-from dhat.study import unit_key
+from dhat.stats.study import unit_key
 from dhat.tuning import TuneSettings
 
 _SHARED_DATA = {"train_set", "val_set", "test_set", "test_variants", "attention_masks", "dataset_info"}

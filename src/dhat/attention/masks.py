@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from dhat.attention import region_iou
+from dhat.attention.gradcam import region_iou
 
 __all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "stored_mask_statistics", "LOW_COVERAGE"]
 

@@ -22,12 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhat.attacks import batchnorm_mode, pgd
-from dhat.augment import random_crop_flip
 from dhat.config import dataclass_from_dict, parse_pixel_value
-from dhat.distributed import Distributed, data_parallel, shard
+from dhat.engine.augment import random_crop_flip
+from dhat.engine.distributed import Distributed, data_parallel, shard
+from dhat.engine.precision import PRECISIONS, autocast, make_scaler
+from dhat.engine.resume import ResumeSettings, capture_rng, load_state, restore_rng, save_state
 from dhat.methods.base import Batch, EpochContext, TrainingMethod
-from dhat.precision import PRECISIONS, autocast, make_scaler
-from dhat.resume import ResumeSettings, capture_rng, load_state, restore_rng, save_state
 from dhat.tensors import DeviceImageSet
 
 __all__ = ["TrainingConfig", "TrainingResult", "train_model", "seed_everything", "evaluate_clean_and_pgd"]
@@ -46,12 +46,12 @@ class TrainingConfig:
     is ``conf/cifar10``. ``lr_milestones`` are fractions of ``epochs``; ``select_on``
     picks the "best" checkpoint on the held-out validation split (never on test data).
     ``checkpoint_every`` (epochs; 0 = never) and ``resume`` govern the resumable
-    training state (:mod:`dhat.resume`) when the caller gives it a place.
+    training state (:mod:`dhat.engine.resume`) when the caller gives it a place.
     ``precision`` (``fp32 | bf16 | fp16``) applies to the training forwards and the
-    attacks crafted during training (:mod:`dhat.precision`); ``channels_last`` and
+    attacks crafted during training (:mod:`dhat.engine.precision`); ``channels_last`` and
     ``compile`` (``torch.compile``) are GPU speed switches, off by default.
     Validation and evaluation are always fp32. ``devices`` > 1 trains data-parallel in
-    that many worker processes (:mod:`dhat.distributed`; one GPU each on CUDA), with
+    that many worker processes (:mod:`dhat.engine.distributed`; one GPU each on CUDA), with
     ``sync_batchnorm`` computing batch-norm statistics over the whole batch instead of
     each worker's share; ``batch_size`` stays the global batch.
     """
@@ -346,12 +346,12 @@ def train_model(
     With ``resume``, the whole training state is written atomically every
     ``resume.every`` epochs (and after the last), and a state of the same
     configuration found at the start is continued from its last completed epoch
-    (:mod:`dhat.resume`): the result equals that of an uninterrupted run.
+    (:mod:`dhat.engine.resume`): the result equals that of an uninterrupted run.
 
-    With ``distributed`` (inside a worker of :func:`dhat.distributed.launch`), this rank
+    With ``distributed`` (inside a worker of :func:`dhat.engine.distributed.launch`), this rank
     trains on its share of every batch through DistributedDataParallel; every rank ends
     with the same weights, history and selected checkpoint, and rank 0 alone writes the
-    resumable state (see :mod:`dhat.distributed`).
+    resumable state (see :mod:`dhat.engine.distributed`).
 
     Raises:
         ValueError: when the method needs masks and ``train_set`` has none.

@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dhat.attention.masks import LOW_COVERAGE, stored_mask_statistics
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY
-from dhat.distributed import Distributed, launch
-from dhat.masks import LOW_COVERAGE, stored_mask_statistics
+from dhat.engine.distributed import Distributed, launch
+from dhat.engine.resume import ResumeSettings, array_digest, fingerprint
+from dhat.engine.training import TrainingConfig, seed_everything, train_model
 from dhat.methods import MaskSettings, TrainingMethod, create_method
-from dhat.resume import ResumeSettings, array_digest, fingerprint
 from dhat.tensors import to_device_set
-from dhat.training import TrainingConfig, seed_everything, train_model
 
 __all__ = ["MethodSpec", "split_method_params", "training_maps", "describe_masks", "fit"]
 
@@ -127,7 +127,7 @@ def fit(
         label: name in logs and progress bars (default: the method's registry name).
         state_path: where the resumable training state goes (``training.checkpoint_every``,
             ``training.resume``); ``None`` trains without one. A rerun with the same
-            configuration and data continues from it (:mod:`dhat.resume`).
+            configuration and data continues from it (:mod:`dhat.engine.resume`).
 
     Raises:
         ValueError: for invalid parameters, naming the key, or when a method that needs

@@ -109,7 +109,7 @@ class MaskSourceSettings:
     Attributes:
         namespace: the method namespace trained with each source (a mask-needing method).
         seed: training seed of every run.
-        sources: names among :data:`dhat.attributions.ATTRIBUTIONS` and the data's own masks of
+        sources: names among :data:`dhat.attention.attributions.ATTRIBUTIONS` and the data's own masks of
             :data:`DATA_MASK_SOURCES`: ``true`` (the data's foreground masks, where it has them) and
             ``external`` (``data.external_masks``: masks computed elsewhere, e.g. by SAM or SOLO).
         options: per-source options (``integrated_gradients: {n_steps: 32}``).
@@ -127,7 +127,7 @@ class MaskSourceSettings:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> MaskSourceSettings:
-        from dhat.attributions import ATTRIBUTIONS  # noqa: PLC0415 - captum loads only where sources are used
+        from dhat.attention.attributions import ATTRIBUTIONS  # noqa: PLC0415 - captum loads only where sources are used
 
         values = dict(params or {})
         values["sources"] = tuple(values.get("sources", cls.sources))

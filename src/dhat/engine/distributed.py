@@ -1,6 +1,6 @@
 """Data-parallel training on one machine: worker processes from PyTorch's elastic launcher.
 
-``training.devices: N`` (N > 1) makes :func:`dhat.fitting.fit` start N worker processes
+``training.devices: N`` (N > 1) makes :func:`dhat.engine.fitting.fit` start N worker processes
 with :func:`torch.distributed.launcher.api.elastic_launch` (the engine behind
 ``torchrun --standalone``). Each worker joins a process group (NCCL on CUDA, one GPU per
 worker; gloo on CPU), trains the same model wrapped in

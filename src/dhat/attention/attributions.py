@@ -2,13 +2,13 @@
 
 A source turns a classifier and labelled images into per-image maps ``[N, H, W]``
 in ``[0, 1]`` (higher = more foreground), min-max normalised per image exactly
-like :func:`dhat.attention.grad_cam` (a constant map becomes all zeros).  Every
+like :func:`dhat.attention.gradcam.grad_cam` (a constant map becomes all zeros).  Every
 source runs the model in eval mode and restores its previous train/eval mode,
 builds no parameter gradients and leaves the images' ``requires_grad`` alone.
 
 Registered sources:
 
-- ``gradcam``: the project's own :func:`dhat.attention.grad_cam`.
+- ``gradcam``: the project's own :func:`dhat.attention.gradcam.grad_cam`.
 - ``captum_gradcam``: captum's ``LayerGradCam`` on the module producing
   ``model.features`` (ReLU, bilinear upsampling); the same numbers as ``gradcam``.
 - ``integrated_gradients``: captum's ``IntegratedGradients`` for the label, from a
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from dhat.attacks import batchnorm_mode
-from dhat.attention import grad_cam
-from dhat.attention import quantize_masks as quantize_maps
+from dhat.attention.gradcam import grad_cam
+from dhat.attention.gradcam import quantize_masks as quantize_maps
 from dhat.models import ImageClassifier
 from dhat.registry import Registry
 
@@ -84,7 +84,7 @@ def available_attributions() -> tuple[str, ...]:
 
 
 def min_max_normalise(maps: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max normalisation of ``[N, H, W]`` maps to ``[0, 1]``, as in :func:`dhat.attention.grad_cam`.
+    """Per-image min-max normalisation of ``[N, H, W]`` maps to ``[0, 1]``, as in :func:`dhat.attention.gradcam.grad_cam`.
 
     A constant map becomes all zeros.
     """
@@ -206,7 +206,7 @@ def stored_attention_maps(
 
 @register_attribution("gradcam")
 def _gradcam(model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The project's Grad-CAM (:func:`dhat.attention.grad_cam`) on the last conv feature map."""
+    """The project's Grad-CAM (:func:`dhat.attention.gradcam.grad_cam`) on the last conv feature map."""
     with batchnorm_mode(model, "eval"):
         return grad_cam(model, images, labels)
 
