@@ -9,7 +9,8 @@ import torch
 
 from dhat.engine.distributed import Distributed
 from dhat.engine.fitting import fit
-from dhat.engine.training import TrainingConfig, train_model
+from dhat.engine.recipe import TrainingConfig
+from dhat.engine.training import train_model
 from dhat.methods import create_method
 from dhat.models import build_model
 from dhat.tensors import to_device_set

@@ -12,7 +12,7 @@ import torch
 
 from dhat.engine.distributed import Distributed, launch, shard
 from dhat.engine.fitting import fit
-from dhat.engine.training import TrainingConfig
+from dhat.engine.recipe import TrainingConfig
 from tests.distributed_child import N_TRAIN, engine_worker, fit_worker, tiny_data
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from dhat.analysis import AnalysisSettings
-from dhat.engine.training import TrainingConfig
+from dhat.engine.recipe import TrainingConfig
 from dhat.evaluation import AttackSuiteConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
 from dhat.stats.study import StudySettings

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from dhat.engine.recipe import TrainingConfig
 from dhat.engine.resume import ResumeSettings, capture_rng, fingerprint, load_state, restore_rng, save_state
-from dhat.engine.training import TrainingConfig, train_model
+from dhat.engine.training import train_model
 from dhat.methods import create_method
 from dhat.models import build_model
 from dhat.tensors import DeviceImageSet

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dhat.engine.training import TrainingConfig, train_model
+from dhat.engine.recipe import TrainingConfig
+from dhat.engine.training import train_model
 from dhat.methods import create_method
 from dhat.methods.base import StepOutput, TrainingMethod
 from dhat.models import build_model

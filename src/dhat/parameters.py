@@ -17,7 +17,7 @@ from dhat.config import resolve_device
 from dhat.data.capabilities import Requirement, describe_unmet, unmet_requirements
 from dhat.data.registry import check_source, source_provides
 from dhat.engine.fitting import split_method_params
-from dhat.engine.training import TrainingConfig
+from dhat.engine.recipe import TrainingConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
 from dhat.external import external_settings
 from dhat.methods import create_method

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dhat.engine.training import TrainingConfig, TrainingResult, train_model
+from dhat.engine.recipe import TrainingConfig
+from dhat.engine.training import TrainingResult, train_model
 from dhat.methods.base import Batch, TrainingMethod, create_method, wrap_model
 from dhat.models import build_model
 from dhat.tensors import DeviceImageSet

@@ -23,8 +23,9 @@ from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY
 from dhat.engine.distributed import Distributed, launch
+from dhat.engine.recipe import TrainingConfig
 from dhat.engine.resume import ResumeSettings, array_digest, fingerprint
-from dhat.engine.training import TrainingConfig, seed_everything, train_model
+from dhat.engine.training import seed_everything, train_model
 from dhat.methods import MaskSettings, TrainingMethod, create_method
 from dhat.tensors import to_device_set
 

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.engine.fitting import fit
-from dhat.engine.training import TrainingConfig, evaluate_clean_and_pgd
+from dhat.engine.recipe import TrainingConfig
+from dhat.engine.training import evaluate_clean_and_pgd
 from dhat.tensors import to_device_set
 from dhat.tuning.space import Dimension, apply_values, suggest
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from dhat.config import dataclass_from_dict
 from dhat.data.capabilities import DECORRELATED_VALIDATION
-from dhat.engine.training import SELECTION_METRICS
+from dhat.engine.recipe import SELECTION_METRICS
 from dhat.tuning.space import Dimension, parse_space
 
 __all__ = ["PROTOCOLS", "PROTOCOL_NEEDS", "SamplerSettings", "RescoreSettings", "StorageSettings", "TuneSettings"]
