@@ -38,7 +38,7 @@ def test_requirements_name_the_namespace_and_the_key_that_asked(params):
     assert (need.capability, need.who, need.key) == (TRUE_MASKS, "dhat_true_masks",
                                                      "dhat_true_masks.method.params.mask_source: true")
     assert method_requirements(params, "dhat") == [] and method_requirements(params, "pgd_at") == []
-    wrapped = {"dhat_awp": {"method": {"name": "dhat_awp", "params": {"base": {"mask_source": "true"}}}}}
+    wrapped = {"dhat_awp": {"method": {"name": "awp", "params": {"base_method": "dhat", "base": {"mask_source": "true"}}}}}
     assert method_requirements(wrapped, "dhat_awp")[0].key == "dhat_awp.method.params.base.mask_source: true"
     external = {"dhat": {"method": {"name": "dhat", "params": {"mask_source": "external"}}}}
     assert method_requirements(external, "dhat")[0].capability == "external_masks"

@@ -92,7 +92,7 @@ def test_bad_device_counts_are_named():
         TrainingConfig.from_dict({"devices": 4, "batch_size": 2})
     train, val, info, _ = tiny_data()
     with pytest.raises(ValueError, match="cannot train data-parallel; set training.devices: 1"):
-        fit(train, val, None, info, {"name": "pgd_at_awp"}, {"name": "small_cnn", "width": 4},
+        fit(train, val, None, info, {"name": "awp", "params": {"base_method": "pgd_at"}}, {"name": "small_cnn", "width": 4},
             {"epochs": 1, "devices": 2}, "cpu")
     with pytest.raises(ValueError, match="training.sync_batchnorm works on CUDA only"):
         fit(train, val, None, info, {"name": "pgd_at"}, {"name": "small_cnn", "width": 4},

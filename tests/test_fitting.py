@@ -10,6 +10,7 @@ import pytest
 from dhat.attention.masks import MaskRule
 from dhat.engine.fitting import describe_masks, fit, split_method_params, training_maps
 from dhat.methods import MaskSettings, create_method
+from tests.methods.helpers import configured
 
 TRAIN = {
     "images": np.zeros((2, 4, 4, 3), np.uint8),
@@ -24,7 +25,7 @@ def test_methods_without_masks_get_none_and_mask_methods_get_their_source():
     np.testing.assert_array_equal(training_maps(create_method("dhat"), TRAIN, GRADCAM, "dhat"), GRADCAM["masks"])
     oracle = create_method("dhat", {"mask_source": "true"})
     np.testing.assert_array_equal(training_maps(oracle, TRAIN, GRADCAM, "dhat_true_masks"), TRAIN["masks"])
-    wrapped = create_method("dhat_awp", {"base": {"mask_source": "true"}})
+    wrapped = configured("dhat_awp", {"base": {"mask_source": "true"}})
     np.testing.assert_array_equal(training_maps(wrapped, TRAIN, None, "dhat_awp"), TRAIN["masks"])
 
 

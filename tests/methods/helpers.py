@@ -81,3 +81,14 @@ def train_tiny(method: TrainingMethod, epochs: int = 1, masks: bool = False, see
         {"epochs": epochs, "batch_size": 8, "lr": 0.05, "crop_padding": 1, "progress": False, "val_steps": 1}
     )
     return train_model(model, method, train, val, config)
+
+
+def configured(namespace: str, params: dict | None = None, **overrides: object):
+    """The method of ``namespace`` as conf/base configures it (its ``name`` and ``params``), with ``params`` /
+    ``overrides`` replacing keys; errors name ``namespace`` as the YAML section."""
+    from dhat.methods import create_method
+    from tests.pipelines.memory import load_parameters
+
+    section = load_parameters("base")[namespace]["method"]
+    merged = {**(section.get("params") or {}), **(params or {}), **overrides}
+    return create_method(section["name"], merged, section=namespace)

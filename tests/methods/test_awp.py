@@ -11,7 +11,7 @@ from torch import nn
 
 import dhat.methods.awp as awp_module
 from dhat.methods import create_method, method_class
-from tests.methods.helpers import tiny_batch, tiny_model, train_tiny
+from tests.methods.helpers import configured, tiny_batch, tiny_model, train_tiny
 
 
 def _grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -23,7 +23,7 @@ def test_awp_step_equals_plain_step_from_the_perturbed_point_and_restores_weight
     model = tiny_model().train()
     batch = tiny_batch()
     x_adv = (batch.x + 0.02).clamp(0, 1)
-    method = create_method("pgd_at_awp", {"gamma": gamma})
+    method = configured("pgd_at_awp", {"gamma": gamma})
     method.base.craft = lambda m, b: {"x_adv": x_adv}  # fixed examples, so the step is computable by hand
 
     # Independent computation. The proxy step w + proxy_lr * grad CE only sets the direction
@@ -77,7 +77,7 @@ def test_awp_perturbation_norm_per_layer_is_gamma_times_weight_norm():
 def test_awp_perturbation_from_a_proxy_step_ascends_the_base_loss():
     model = tiny_model().train()
     batch = tiny_batch()
-    method = create_method("pgd_at_awp", {"base": {"attack": {"steps": 1}}})
+    method = configured("pgd_at_awp", {"base": {"attack": {"steps": 1}}})
     torch.manual_seed(0)
     crafted = method.base.craft(model, batch)
     before = copy.deepcopy(model.state_dict())
@@ -94,7 +94,7 @@ def test_awp_perturbation_from_a_proxy_step_ascends_the_base_loss():
 
 
 def test_awp_warmup_skips_the_perturbation(monkeypatch):
-    method = create_method("trades_awp", {"base": {"attack": {"steps": 1}}})
+    method = configured("trades_awp", {"base": {"attack": {"steps": 1}}})
     assert method.params.gamma == 0.005 and method.params.warmup_epochs == 10
     calls = []
 
@@ -117,28 +117,28 @@ def test_awp_warmup_skips_the_perturbation(monkeypatch):
 
 
 def test_awp_registry_entries_masks_and_validation():
-    assert method_class("dhat_awp").needs_masks and create_method("dhat_awp").needs_masks
+    assert configured("dhat_awp").needs_masks
     for name in ("pgd_at_awp", "trades_awp"):
-        assert not create_method(name).needs_masks
-    assert create_method("pgd_at_awp").params.gamma == 0.01 and create_method("pgd_at_awp").params.warmup_epochs == 0
-    assert create_method("dhat_awp").params.gamma == 0.01 and create_method("dhat_awp").params.proxy_lr == 0.01
-    assert isinstance(create_method("dhat_awp").base, method_class("dhat"))
-    description = create_method("trades_awp", {"base": {"beta": 3.0}}).describe()
+        assert not configured(name).needs_masks
+    assert configured("pgd_at_awp").params.gamma == 0.01 and configured("pgd_at_awp").params.warmup_epochs == 0
+    assert configured("dhat_awp").params.gamma == 0.01 and configured("dhat_awp").params.proxy_lr == 0.01
+    assert isinstance(configured("dhat_awp").base, method_class("dhat"))
+    description = configured("trades_awp", {"base": {"beta": 3.0}}).describe()
     assert description["base_method"] == "trades" and description["params"]["base"]["beta"] == 3.0
     with pytest.raises(ValueError, match=r"trades_awp\.gamma"):
-        create_method("trades_awp", {"gamma": -1})
+        configured("trades_awp", {"gamma": -1})
     with pytest.raises(ValueError, match=r"dhat_awp\.base\.omega"):
-        create_method("dhat_awp", {"base": {"omega": 2}})
+        configured("dhat_awp", {"base": {"omega": 2}})
     model = tiny_model()
     with pytest.raises(ValueError, match="mask_precomputation"):
-        create_method("dhat_awp").train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), tiny_batch())
+        configured("dhat_awp").train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), tiny_batch())
 
 
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize(("name", "weights"), [("pgd_at_awp", {}), ("trades_awp", {"kl_adv": 6.0}), ("dhat_awp", {"dhlr": 1.0, "floe": 1.0})])
 def test_training_logs_parts_that_add_up_to_the_loss(name, weights):
     base = {"attack": {"steps": 1}, **({"inverse": {"steps": 1}} if name == "dhat_awp" else {})}
-    result = train_tiny(create_method(name, {"base": base, "warmup_epochs": 0}), masks=name == "dhat_awp")
+    result = train_tiny(configured(name, {"base": base, "warmup_epochs": 0}), masks=name == "dhat_awp")
     (row,) = result.history
     # The logged loss is the base loss at the perturbed weights: its parts still add up to it.
     first = "ce_clean" if name == "trades_awp" else "ce_adv"

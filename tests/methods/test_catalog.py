@@ -56,7 +56,7 @@ def test_cifar_environments_follow_the_papers_table_1(env):
     for namespace in ("dhat", "dhat_true_masks", "dhat_floe_only"):
         assert create_method("dhat", params[namespace]["method"]["params"]).params.floe == "reference", namespace
     for namespace in ("dhat_awp", "dhat_cfa"):
-        method = create_method(namespace, params[namespace]["method"]["params"])
+        method = create_method(params[namespace]["method"]["name"], params[namespace]["method"]["params"])
         assert method.base.params.floe == "reference" and method.base.params.lambda1 == 1.0, namespace
     # The embedded default keeps its measured choice.
     assert create_method("dhat", BASE["dhat"]["method"]["params"]).params.floe == "bounded"

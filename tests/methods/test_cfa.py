@@ -12,7 +12,7 @@ import dhat.methods.trades as trades_module
 from dhat.methods import Batch, EpochContext, create_method, method_class
 from dhat.tensors import DeviceImageSet
 from tests.hand import ce, ce_logit_gradient, kl, softmax
-from tests.methods.helpers import EPS, fixed_inputs, tiny_batch, tiny_model, tiny_sets, train_tiny
+from tests.methods.helpers import EPS, configured, fixed_inputs, tiny_batch, tiny_model, tiny_sets, train_tiny
 
 
 def _context(epoch: int, model: nn.Module) -> EpochContext:
@@ -68,7 +68,7 @@ def test_cfa_trades_ccr_weight_formula(linear_model, monkeypatch):
     x, x_adv, _ = fixed_inputs(3)
     monkeypatch.setattr(trades_module, "craft_trades_examples", lambda model, x, attack, eps=None: x_adv)
     y = torch.tensor([0, 1, 2])
-    method = create_method("cfa_trades")
+    method = configured("cfa_trades")
     z, z_adv = linear_model(x).tolist(), linear_model(x_adv).tolist()
     ce_clean = [ce(z[i], int(y[i])) for i in range(3)]
     kl_adv = [kl(softmax(z[i]), softmax(z_adv[i])) for i in range(3)]
@@ -83,7 +83,7 @@ def test_cfa_trades_ccr_weight_formula(linear_model, monkeypatch):
     expected = sum((1 - b[i]) * ce_clean[i] + b[i] * kl_adv[i] for i in range(3)) / 3
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     # With ccr off the weight stays 6/7 even in the class-wise phase.
-    off = create_method("cfa_trades", {"ccr": False})
+    off = configured("cfa_trades", {"ccr": False})
     off.class_accuracy = method.class_accuracy
     assert off.class_trades_beta() is None
     out = off.objective(linear_model, Batch(x=x, y=y, indices=torch.arange(3), epoch=10))
@@ -153,11 +153,11 @@ def test_class_robust_accuracy_per_class_by_hand(linear_model, eps, steps):
 
 
 def test_cfa_registry_entries_masks_and_validation():
-    assert method_class("dhat_cfa").needs_masks and create_method("dhat_cfa").needs_masks
-    assert isinstance(create_method("dhat_cfa").base, method_class("dhat"))
+    assert configured("dhat_cfa").needs_masks
+    assert isinstance(configured("dhat_cfa").base, method_class("dhat"))
     for name in ("cfa", "cfa_trades"):
-        assert not create_method(name).needs_masks
-    cfa = create_method("cfa_trades")
+        assert not configured(name).needs_masks
+    cfa = configured("cfa_trades")
     p = cfa.params
     assert (p.lambda1, p.lambda2, p.fawa_decay, p.fawa_threshold, p.ccm_start_epoch) == (0.5, 0.5, 0.88, 0.2, 10)
     assert cfa.describe()["base_method"] == "trades" and cfa.describe()["params"]["base"]["beta"] == 6.0
@@ -165,7 +165,7 @@ def test_cfa_registry_entries_masks_and_validation():
     with pytest.raises(ValueError, match=r"cfa\.base\.atack"):
         create_method("cfa", {"base": {"atack": {}}})
     with pytest.raises(ValueError, match=r"cfa_trades\.lambda2"):
-        create_method("cfa_trades", {"lambda2": -0.5})
+        configured("cfa_trades", {"lambda2": -0.5})
 
 
 @pytest.mark.usefixtures("single_thread")
@@ -173,7 +173,7 @@ def test_cfa_registry_entries_masks_and_validation():
 def test_two_epochs_of_training_record_class_accuracy_and_average(name):
     base = {"attack": {"steps": 1}, **({"inverse": {"steps": 1}} if name == "dhat_cfa" else {})}
     params = {"base": base, "ccm_start_epoch": 1, "fawa_threshold": 0.0, "validation": {"steps": 1}}
-    method = create_method(name, params)
+    method = configured(name, params)
     result = train_tiny(method, epochs=2, masks=name == "dhat_cfa")
     assert len(result.history) == 2
     # Threshold 0: both epochs update FAWA, and the saved weights are the average.

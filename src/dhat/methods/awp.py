@@ -14,8 +14,9 @@ summarised in docs/design.md, "The baselines". Per batch:
    (the optimiser's update is kept).
 
 During the first ``warmup_epochs`` epochs the base method trains alone (TRADES-AWP
-uses 10). Registry entries: ``pgd_at_awp`` (gamma 0.01), ``trades_awp`` (gamma
-0.005, 10 warm-up epochs), ``dhat_awp`` (DHAT's objective, gamma 0.01).
+uses 10). One registered method, ``awp``; the catalog's ``pgd_at_awp`` (gamma 0.01),
+``trades_awp`` (gamma 0.005, 10 warm-up epochs) and ``dhat_awp`` (DHAT's objective, gamma 0.01)
+are YAML sections that set its ``base_method``.
 
 The shared plumbing of methods that wrap a base method is :mod:`dhat.methods.wrapping`.
 """
@@ -36,7 +37,7 @@ from dhat.config import check_non_negative
 from dhat.methods import dhat as _dhat  # noqa: F401
 from dhat.methods import pgd_at as _pgd_at  # noqa: F401
 from dhat.methods import trades as _trades  # noqa: F401
-from dhat.methods.base import Batch, StepOutput, register_variant
+from dhat.methods.base import Batch, StepOutput, register_method
 from dhat.methods.wrapping import MethodWrapper, WrapperParams
 
 __all__ = [
@@ -79,10 +80,11 @@ def weight_perturbation(model: nn.Module, proxy: nn.Module) -> dict[str, torch.T
 
 @dataclass
 class AWPParams(WrapperParams):
-    """AWP parameters: ``gamma`` (relative perturbation size), ``warmup_epochs`` (AWP off
-    before this 0-based epoch), ``proxy_lr`` (the proxy's SGD step), ``base`` (the wrapped
-    method's parameters)."""
+    """AWP parameters: ``base_method`` (the wrapped method, PGD-AT by default), ``gamma`` (relative
+    perturbation size), ``warmup_epochs`` (AWP off before this 0-based epoch), ``proxy_lr`` (the
+    proxy's SGD step), ``base`` (the wrapped method's parameters)."""
 
+    base_method: str = "pgd_at"
     gamma: float = 0.01
     warmup_epochs: int = 0
     proxy_lr: float = 0.01
@@ -98,6 +100,7 @@ class AWPParams(WrapperParams):
         return self
 
 
+@register_method("awp")
 class AdversarialWeightPerturbation(MethodWrapper):
     """AWP around the base method named by ``Params.base_method`` (see the module docstring)."""
 
@@ -156,32 +159,3 @@ class AdversarialWeightPerturbation(MethodWrapper):
                 for name, v in directions.items():
                     params[name].sub_(v, alpha=gamma)
         return output
-
-
-@dataclass
-class PGDATAWPParams(AWPParams):
-    """AT-AWP: PGD-AT's objective, gamma 0.01, no warm-up."""
-
-    base_method: ClassVar[str] = "pgd_at"
-
-
-@dataclass
-class TRADESAWPParams(AWPParams):
-    """TRADES-AWP: gamma 0.005 and AWP off for the first 10 epochs (public code)."""
-
-    base_method: ClassVar[str] = "trades"
-    gamma: float = 0.005
-    warmup_epochs: int = 10
-
-
-@dataclass
-class DHATAWPParams(AWPParams):
-    """DHAT-AWP: DHAT's objective under weight perturbation, gamma 0.01."""
-
-    base_method: ClassVar[str] = "dhat"
-
-
-PGDATAWP = register_variant("pgd_at_awp", AdversarialWeightPerturbation, PGDATAWPParams, "AWP around PGD-AT.")
-TRADESAWP = register_variant("trades_awp", AdversarialWeightPerturbation, TRADESAWPParams, "AWP around TRADES.")
-DHATAWP = register_variant("dhat_awp", AdversarialWeightPerturbation, DHATAWPParams,
-                           "AWP around DHAT (needs masks, like DHAT).")

@@ -27,8 +27,9 @@ in docs/design.md, "The baselines":
 model itself until the first update), so the training engine validates, selects and
 saves the *averaged* weights.
 
-Registry entries: ``cfa`` (AT mode, base ``pgd_at``), ``cfa_trades`` (TRADES mode,
-base ``trades``), ``dhat_cfa`` (base ``dhat``; needs masks).
+One registered method, ``cfa``; its ``base_method`` chooses AT mode (``pgd_at``, the default),
+TRADES mode (``trades``) or DHAT (``dhat``; needs masks): the catalog's ``cfa``, ``cfa_trades`` and
+``dhat_cfa`` are YAML sections.
 """
 
 from __future__ import annotations
@@ -47,13 +48,12 @@ from dhat.attacks import batchnorm_mode, pgd
 from dhat.config import check_non_negative
 from dhat.methods import dhat as _dhat  # noqa: F401 - registers the base dhat_cfa wraps before its class is made
 from dhat.methods import pgd_at as _pgd_at  # noqa: F401 - the base of cfa
-from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, register_method, register_variant
+from dhat.methods.base import AttackSettings, Batch, EpochContext, StepOutput, register_method
 from dhat.methods.trades import TRADES
 from dhat.methods.wrapping import MethodWrapper, WrapperParams
 
 __all__ = [
     "CFAParams",
-    "CFATRADESParams",
     "ClassWiseCalibratedTraining",
     "class_robust_accuracy",
     "ema_update",
@@ -112,7 +112,9 @@ class CFAParams(WrapperParams):
     """CFA parameters (CIFAR-10 defaults of the public code; docs/design.md, "The baselines").
 
     Attributes:
+        base_method: the wrapped method: ``pgd_at`` (AT mode), ``trades`` (TRADES mode, with CCR) or ``dhat``.
         lambda1: CCM base factor, ``eps_c = (lambda1 + r_c) * eps``.
+        lambda2, ccr: TRADES mode only: CCR's base factor and its switch (on by default).
         ccm_start_epoch: 0-based epoch from which the class-wise radii (and weights) apply.
         fawa_decay: decay of the weight average.
         fawa_threshold: minimum worst-class validation robust accuracy (fraction) for an update.
@@ -121,8 +123,10 @@ class CFAParams(WrapperParams):
         base: the wrapped method's own parameters.
     """
 
-    base_method: ClassVar[str] = "pgd_at"
+    base_method: str = "pgd_at"
     lambda1: float = 0.5
+    lambda2: float = 0.5
+    ccr: bool = True
     ccm_start_epoch: int = 10
     fawa_decay: float = 0.88
     fawa_threshold: float = 0.2
@@ -130,7 +134,9 @@ class CFAParams(WrapperParams):
     validation_batch_size: int = 500
 
     def validate(self, section: str) -> CFAParams:
-        check_non_negative(self, section, "lambda1")
+        check_non_negative(self, section, "lambda1", "lambda2")
+        if not isinstance(self.ccr, bool):
+            raise ValueError(f"{section}.ccr must be true or false, got {self.ccr!r}")
         if int(self.ccm_start_epoch) < 0:
             raise ValueError(f"{section}.ccm_start_epoch must be >= 0, got {self.ccm_start_epoch}")
         if not 0.0 <= self.fawa_decay < 1.0:
@@ -144,29 +150,6 @@ class CFAParams(WrapperParams):
         self.validation = self.validation.validate(f"{section}.validation")
         super().validate(section)
         return self
-
-
-@dataclass
-class CFATRADESParams(CFAParams):
-    """TRADES mode adds CCR: ``lambda2`` and the switch ``ccr`` (on by default)."""
-
-    base_method: ClassVar[str] = "trades"
-    lambda2: float = 0.5
-    ccr: bool = True
-
-    def validate(self, section: str) -> CFATRADESParams:
-        check_non_negative(self, section, "lambda2")
-        if not isinstance(self.ccr, bool):
-            raise ValueError(f"{section}.ccr must be true or false, got {self.ccr!r}")
-        super().validate(section)
-        return self
-
-
-@dataclass
-class DHATCFAParams(CFAParams):
-    """DHAT-CFA: DHAT's objective with class-wise radii and FAWA."""
-
-    base_method: ClassVar[str] = "dhat"
 
 
 @register_method("cfa")
@@ -343,9 +326,3 @@ class ClassWiseCalibratedTraining(MethodWrapper):
             self.average = copy.deepcopy(model).eval()
             self.average.load_state_dict(state["average"])
         self.fawa_updates = int(state.get("fawa_updates", 0))
-
-
-CFATRADES = register_variant("cfa_trades", ClassWiseCalibratedTraining, CFATRADESParams,
-                             "CFA in TRADES mode: CCM + CCR + FAWA around TRADES.")
-DHATCFA = register_variant("dhat_cfa", ClassWiseCalibratedTraining, DHATCFAParams,
-                           "CFA around DHAT's objective (CCM + FAWA; needs masks, like DHAT).")

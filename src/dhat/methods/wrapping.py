@@ -14,26 +14,28 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dhat.methods.base import Batch, EpochContext, MaskSettings, StepOutput, TrainingMethod, create_method, method_class
+from dhat.methods.base import Batch, EpochContext, MaskSettings, StepOutput, TrainingMethod, create_method
 
 __all__ = ["WrapperParams", "MethodWrapper"]
 
 
 @dataclass
 class WrapperParams:
-    """Parameters shared by wrappers: ``base`` holds the wrapped method's own parameters.
+    """Parameters shared by wrappers: ``base_method`` names the wrapped method, ``base`` holds its parameters.
 
-    ``base_method`` (a class variable of each subclass) names the wrapped registry entry.
-    After :meth:`validate`, ``base`` is the *complete* validated parameter set of the base
-    method (defaults filled in), so checkpoints and metrics record exactly what ran.
+    A wrapper around another method is a YAML section (``name: awp``, ``params: {base_method:
+    trades, ...}``), not a second registration. After :meth:`validate`, ``base`` is the
+    *complete* validated parameter set of the base method (defaults filled in), so checkpoints
+    and metrics record exactly what ran.
     """
 
-    base_method: ClassVar[str] = ""
+    base_method: str = ""
     base: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, section: str) -> WrapperParams:
-        if not self.base_method:
-            raise ValueError(f"{section}: {type(self).__name__} names no base method (set base_method)")
+        if not self.base_method or not isinstance(self.base_method, str):
+            raise ValueError(f"{section}.base_method must name the wrapped method (pgd_at, trades, dhat, ...), "
+                             f"got {self.base_method!r}")
         if self.base is None:
             self.base = {}
         if not isinstance(self.base, Mapping):
@@ -47,26 +49,21 @@ class WrapperParams:
 class MethodWrapper(TrainingMethod):
     """A method built around a registered base method (composition, not a copy of its code).
 
-    Subclasses set ``Params`` to a :class:`WrapperParams` subclass whose ``base_method``
-    names the wrapped entry; ``needs_masks`` follows that base method. The epoch hooks
-    and :meth:`evaluation_model` delegate to the base unless a subclass overrides them.
+    Subclasses set ``Params`` to a :class:`WrapperParams` subclass; its ``base_method`` names
+    the wrapped method, and ``needs_masks`` follows that method. The epoch hooks and
+    :meth:`evaluation_model` delegate to the base unless a subclass overrides them.
     """
 
     Params: ClassVar[type] = WrapperParams
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        base_name = getattr(cls.Params, "base_method", "")
-        if base_name:
-            cls.needs_masks = method_class(base_name).needs_masks
 
     def __init__(self, params: WrapperParams) -> None:
         super().__init__(params)
         # ``params.base`` was validated (and completed) by WrapperParams.validate; rebuilding
         # from it cannot fail, the section only matters for hand-made params.
         self.base: TrainingMethod = create_method(
-            type(params).base_method, params.base, section=f"{self.name or 'wrapper'}.base"
+            params.base_method, params.base, section=f"{self.name or 'wrapper'}.base"
         )
+        self.needs_masks = self.base.needs_masks
 
     def objective(self, model: nn.Module, batch: Batch) -> StepOutput:
         return self.base.objective(model, batch)
