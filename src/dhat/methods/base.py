@@ -37,7 +37,6 @@ __all__ = [
     "TrainingMethod",
     "attack_defaults",
     "register_method",
-    "register_variant",
     "register_model_wrapper",
     "wrap_model",
     "create_method",
@@ -302,16 +301,6 @@ def attack_defaults(**settings: Any) -> Callable[[], AttackSettings]:
     Example: ``attack: AttackSettings = field(default_factory=attack_defaults(start="normal", bn_mode="eval"))``.
     """
     return functools.partial(AttackSettings, **settings)
-
-
-def register_variant(name: str, base: type[TrainingMethod], params: type, doc: str) -> type[TrainingMethod]:
-    """Register ``base`` with other default hyper-parameters ``params`` as method ``name``.
-
-    A variant is the same objective with other defaults (an ablation, or a wrapper around
-    another base method); it needs no code of its own.
-    """
-    namespace = {"Params": params, "__doc__": doc, "__module__": base.__module__}
-    return register_method(name)(type(f"{base.__name__}[{name}]", (base,), namespace))
 
 
 def register_method(name: str) -> Callable[[type[TrainingMethod]], type[TrainingMethod]]:
