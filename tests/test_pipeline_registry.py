@@ -9,6 +9,7 @@ import pytest
 from dhat.methods.catalog import GROUPS, namespaces
 from dhat.parameters import STAGES
 from dhat.pipeline_registry import COMPOSITES, register_pipelines
+from dhat.pipelines.reporting.pipeline import RUN_OUTPUTS, RUN_SHARED
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,10 @@ def test_composites_train_the_methods_of_their_catalog_groups(registry, name):
     trained = {n.namespace for n in registry[name].nodes if "training" in n.tags}
     assert trained == set(namespaces(COMPOSITES[name]))
     assert {n.namespace for n in registry[name].nodes if "analysis" in n.tags} == trained
+    gathers = {f"gather_{scan}" for scan in [*RUN_OUTPUTS, *RUN_SHARED]}
     assert {n.name for n in registry[name].nodes if not n.namespace} == {
         "ingest_data", "train_mask_model", "compute_attention_masks", "transfer_attacks", "draw_attention_shift",
-        "draw_robustness_vs_eps", "tabulate_compute_cost", "build_report"}
+        "draw_robustness_vs_eps", "tabulate_compute_cost", "build_report", *gathers}
 
 
 def test_train_eval_is_the_core_comparison_and_all_covers_every_group(registry):
@@ -48,9 +50,26 @@ def test_nodes_are_named_module_level_functions_with_one_stage_tag(registry):
         assert len(set(node.tags) & set(STAGES)) == 1, node.name
 
 
-def test_report_waits_for_every_evaluation_of_its_composite(registry):
-    report = next(n for n in registry["train_eval_paper"].nodes if n.name == "build_report")
-    assert {f"{m}.metrics" for m in namespaces(COMPOSITES["train_eval_paper"])} <= set(report.inputs)
+@pytest.mark.parametrize("name", ["train_eval", "train_eval_paper"])
+def test_the_report_of_a_composite_reads_the_outputs_of_its_own_namespaces(registry, name):
+    pipe = registry[name]
+    methods = namespaces(COMPOSITES[name])
+    producer = {out: n for n in pipe.nodes for out in n.outputs}
+    report = next(n for n in pipe.nodes if n.name == "build_report")
+    metrics = producer[report.inputs[0]]  # the report's first input: the run's metrics, gathered
+    assert metrics.name == "gather_evaluated_metrics"
+    assert metrics.inputs == [f"{m}.metrics" for m in methods]
+    models = producer[next(n for n in pipe.nodes if n.name == "transfer_attacks").inputs[0]]
+    assert models.inputs == [f"{m}.model_best" for m in methods]
+    # No scan of results on disk is left in the run, except the sweeps' own pipelines' tables.
+    assert {d for d in pipe.inputs() if not d.startswith("params:") and not d.endswith("training_state")} == {
+        "sensitivity_results", "mask_source_results"}
+
+
+def test_the_stand_alone_report_reads_every_result_on_disk(registry):
+    report = next(n for n in registry["reporting"].nodes if n.name == "build_report")
+    assert {"evaluated_metrics", "per_image_results", "training_histories"} <= set(report.inputs)
+    assert not any(d.endswith(".metrics") for n in registry["reporting"].nodes for d in n.inputs)
 
 
 def test_study_runs_every_core_method_per_seed_with_the_seed_from_its_namespace(registry):

@@ -50,17 +50,15 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
 
 
 def train_eval(methods: tuple[str, ...]) -> Pipeline:
-    """Data -> masks -> training, evaluation and analyses of ``methods`` -> transfer attacks -> report."""
-    done = [f"{m}.metrics" for m in methods]
-    analysed = [f"{m}.{kind}" for m in methods for kind in ("attention_shift", "robustness_vs_eps")]
+    """Data -> masks -> training, evaluation and analyses of ``methods`` -> transfer attacks -> report,
+    the last three over the outputs of this run."""
     return (
         data_ingestion.create_pipeline()
         + mask_precomputation.create_pipeline()
         + training.create_pipeline(methods=methods)
         + evaluation.create_pipeline(methods=methods)
         + analysis.create_pipeline(methods=methods)
-        + transfer.create_pipeline(after=done)
-        + reporting.create_pipeline(after=done + analysed + ["transfer_table"])
+        + reporting.create_run_pipeline(methods)
     )
 
 

@@ -157,7 +157,7 @@ def test_sensitivity_and_mask_sources_make_their_namespaces_from_yaml_and_reach_
     for parameter in ("lambda1", "lambda2", "background_share"):
         assert (folder / f"sensitivity_{parameter}.png").stat().st_size > 1000
         assert (folder / f"sensitivity_{parameter}.csv").exists()
-    scores = json.loads(_latest(copy / "data/07_model_output/sensitivity/lambda1/0/scores.json").read_text())
+    scores = json.loads(_latest(copy / "data/07_model_output/sensitivity/lambda1/0/metrics.json").read_text())
     assert (scores["parameter"], scores["value"]) == ("lambda1", 0.0)
     checkpoint = torch.load(_latest(copy / "data/06_models/sensitivity/lambda1/0/model_best.pt"), weights_only=True)
     assert checkpoint["metadata"]["method"]["params"]["lambda1"] == 0.0

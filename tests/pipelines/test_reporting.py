@@ -29,7 +29,7 @@ def test_report_orders_names_and_draws_any_subset_of_methods():
     per_image["natural"]["clean"] = np.array([1, 1, 1, 1], bool)
     table, bias, paired, markdown, curves, figure = build_report(
         metrics, examples, per_image, dict.fromkeys(metrics, history), {}, {}, test_set, {"source": "embedded"},
-        {"cam_threshold": 0.1}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {}, {}, "ignored.metrics",
+        {"cam_threshold": 0.1}, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {}, {},
     )
     # Catalog order and display names; a namespace unknown to the catalog goes last, under its own name.
     assert table["method"].tolist() == ["natural", "dhat", "my_method"]

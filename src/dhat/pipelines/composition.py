@@ -33,24 +33,20 @@ def per_method(
     )
 
 
-def node_after(
-    func: Callable[..., Any],
-    inputs: list[str],
-    outputs: str | list[str],
-    name: str,
-    after: list[str] | None,
-    tags: list[str],
-) -> Pipeline:
-    """A one-node pipeline whose inputs are ``inputs`` plus ``after``, so it runs once those exist.
+def gather(**outputs: Any) -> dict[str, Any]:
+    """Node: the outputs it is given, as one ``{unit: output}`` mapping (the keywords are the units).
 
-    The transfer and report nodes read their inputs from disk (whatever methods have
-    results); naming this run's per-method outputs as extra inputs only orders them.
-    Those names carry a namespace ("dhat.metrics") on purpose, so Kedro's warning
-    about dots in dataset names does not apply here.
+    Lets a node over many units (a report, a figure) read the outputs of this run as real
+    inputs, so Kedro orders it after them and kedro-viz draws where its numbers come from.
     """
-    with warnings.catch_warnings():
+    return dict(outputs)
+
+
+def gather_node(sources: Mapping[str, str], output: str, name: str, tags: list[str]) -> Node:
+    """A :func:`gather` node: ``sources`` maps each unit (keyword) to the dataset it reads."""
+    with warnings.catch_warnings():  # the sources are namespaced outputs ("dhat.metrics"), dots on purpose
         warnings.filterwarnings("ignore", message="One or more dataset names contain")
-        return Pipeline([Node(func, inputs=[*inputs, *(after or [])], outputs=outputs, name=name, tags=tags)])
+        return Node(gather, inputs=dict(sources), outputs=output, name=name, tags=tags)
 
 
 def build_env() -> str | None:

@@ -65,9 +65,9 @@ def _empty_figure(message: str) -> plt.Figure:
     return fig
 
 
-def draw_attention_shift(attention_shift_results: dict[str, pd.DataFrame], analysis: dict[str, Any],
-                         *upstream: Any) -> tuple[pd.DataFrame, plt.Figure]:
-    """Every analysed method's attention-shift table stacked, and its figure (``upstream`` only orders the node)."""
+def draw_attention_shift(attention_shift_results: dict[str, pd.DataFrame],
+                         analysis: dict[str, Any]) -> tuple[pd.DataFrame, plt.Figure]:
+    """Every analysed method's attention-shift table stacked, and its figure."""
     table = _stack(attention_shift_results)
     if table.empty:
         return table, _empty_figure("no attention-shift results yet: run kedro run --pipelines=train_eval")
@@ -75,9 +75,8 @@ def draw_attention_shift(attention_shift_results: dict[str, pd.DataFrame], analy
     return table, attention_shift_figure(table, share)
 
 
-def draw_robustness_vs_eps(robustness_vs_eps_results: dict[str, pd.DataFrame],
-                           *upstream: Any) -> tuple[pd.DataFrame, plt.Figure]:
-    """Every analysed method's robustness-vs-radius table stacked, and its figure (``upstream`` only orders it)."""
+def draw_robustness_vs_eps(robustness_vs_eps_results: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, plt.Figure]:
+    """Every analysed method's robustness-vs-radius table stacked, and its figure."""
     table = _stack(robustness_vs_eps_results)
     if table.empty:
         return table, _empty_figure("no robustness-vs-radius results yet: run kedro run --pipelines=train_eval")
@@ -85,7 +84,7 @@ def draw_robustness_vs_eps(robustness_vs_eps_results: dict[str, pd.DataFrame],
 
 
 def tabulate_compute_cost(training_histories: dict[str, pd.DataFrame],
-                          evaluated_metrics: dict[str, dict[str, Any]], *upstream: Any) -> pd.DataFrame:
+                          evaluated_metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Seconds per training epoch of every evaluated method and the ratio to PGD-AT (paper table 3)."""
     methods = order_methods([m for m in training_histories if "best" in evaluated_metrics.get(m, {})])
     devices = {m: evaluated_metrics[m].get("checkpoint", {}).get("device", "unknown") for m in methods}

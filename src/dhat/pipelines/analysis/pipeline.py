@@ -3,8 +3,9 @@ then one node per figure and the compute-cost table over every analysed method.
 
 Per method: ``analyse_attention_shift`` (paper figures 1b and 7) and
 ``analyse_robustness_vs_eps`` (figures 3 and 8) read the method's ``model_best``.
-The figure nodes read every method's latest result from disk, so they also draw
-methods analysed by earlier runs; the compute-cost table (table 3) comes from the
+The figure nodes of the ``analysis`` pipeline read every method's latest result from
+disk, so they also draw methods analysed by earlier runs; in ``train_eval`` they read
+the results of the run itself. The compute-cost table (table 3) comes from the
 training histories.
 """
 
@@ -21,7 +22,7 @@ from dhat.pipelines.analysis.nodes import (
     draw_robustness_vs_eps,
     tabulate_compute_cost,
 )
-from dhat.pipelines.composition import node_after, per_method
+from dhat.pipelines.composition import per_method
 
 SHARED_INPUTS = {"test_set"}
 SHARED_PARAMS = {"params:analysis", "params:device"}
@@ -45,17 +46,16 @@ def create_pipeline(methods: Iterable[str] | None = None, **kwargs) -> Pipeline:
     return per_method(analysis_template, methods, SHARED_INPUTS, SHARED_PARAMS)
 
 
-def create_figures_pipeline(after: list[str] | None = None) -> Pipeline:
-    """One node per figure (and the cost table), over every method with results on disk.
-
-    ``after``: datasets of this run they must wait for (not read).
-    """
-    return (
-        node_after(draw_attention_shift, ["attention_shift_results", "params:analysis"],
-                   ["attention_shift_table", "attention_shift_figure"], "draw_attention_shift", after, ["reporting"])
-        + node_after(draw_robustness_vs_eps, ["robustness_vs_eps_results"],
-                     ["robustness_vs_eps_table", "robustness_vs_eps_figure"], "draw_robustness_vs_eps", after,
-                     ["reporting"])
-        + node_after(tabulate_compute_cost, ["training_histories", "evaluated_metrics"], "compute_cost_table",
-                     "tabulate_compute_cost", after, ["reporting"])
-    )
+def create_figures_pipeline() -> Pipeline:
+    """One node per figure (and the cost table), over the methods in ``attention_shift_results``,
+    ``robustness_vs_eps_results`` and ``training_histories`` (every method with results on disk)."""
+    return Pipeline([
+        Node(draw_attention_shift, inputs=["attention_shift_results", "params:analysis"],
+             outputs=["attention_shift_table", "attention_shift_figure"], name="draw_attention_shift",
+             tags=["reporting"]),
+        Node(draw_robustness_vs_eps, inputs="robustness_vs_eps_results",
+             outputs=["robustness_vs_eps_table", "robustness_vs_eps_figure"], name="draw_robustness_vs_eps",
+             tags=["reporting"]),
+        Node(tabulate_compute_cost, inputs=["training_histories", "evaluated_metrics"], outputs="compute_cost_table",
+             name="tabulate_compute_cost", tags=["reporting"]),
+    ])

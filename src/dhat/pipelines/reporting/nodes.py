@@ -32,13 +32,13 @@ def build_report(  # noqa: PLR0913, PLR0917 - one argument per catalog input
     compute_cost_table: pd.DataFrame,
     sensitivity_results: dict[str, pd.DataFrame],
     mask_source_results: dict[str, pd.DataFrame],
-    *upstream: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str, plt.Figure, plt.Figure]:
-    """Build the report from the latest metrics of each method found on disk.
+    """Build the report over the methods of ``evaluated_metrics``.
 
-    The analysis tables come from this run's figure nodes; the sensitivity and mask-source
-    tables from their own pipelines' latest runs, when there are any. ``upstream`` only
-    orders this node after the evaluations of the same run.
+    In ``train_eval`` the per-method inputs are the outputs of the run itself; in the
+    stand-alone ``reporting`` pipeline, the latest result of every method on disk. The
+    analysis tables come from the figure nodes; the sensitivity and mask-source tables
+    from their own pipelines' latest runs, when there are any.
     """
     metrics = {m: v for m, v in evaluated_metrics.items() if "best" in v}
     histories = {m: h for m, h in training_histories.items() if m in metrics}

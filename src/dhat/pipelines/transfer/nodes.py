@@ -24,12 +24,11 @@ def transfer_attacks(
     test_set: dict[str, np.ndarray],
     params: dict[str, Any],
     device: str,
-    *upstream: Any,
 ) -> pd.DataFrame:
     """Craft examples on every trained model (source) and score them on every other (target).
 
-    ``trained_models`` are the latest selected checkpoints on disk; ``params.methods``
-    restricts them (``null`` = all). ``upstream`` only orders this node after the run's evaluations.
+    ``trained_models``: ``{method: selected checkpoint}`` (this run's in ``train_eval``, the
+    latest on disk in the ``transfer`` pipeline); ``params.methods`` restricts them (``null`` = all).
     """
     settings = TransferSettings.from_dict(params)
     columns = ["source", "target", "attack", "accuracy", "n_images"]

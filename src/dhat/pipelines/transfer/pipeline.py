@@ -1,18 +1,15 @@
 """``transfer``: examples crafted on one trained model, scored on the others."""
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
 
-from dhat.pipelines.composition import node_after
 from dhat.pipelines.transfer.nodes import transfer_attacks
 
 
-def create_pipeline(after: list[str] | None = None, **kwargs) -> Pipeline:
-    """``after``: datasets this run produces that must exist before transfer (not read)."""
-    return node_after(
-        transfer_attacks,
-        inputs=["trained_models", "test_set", "params:transfer", "params:device"],
-        outputs="transfer_table",
-        name="transfer_attacks",
-        after=after,
-        tags=["transfer"],
-    )
+def create_pipeline(**kwargs) -> Pipeline:
+    """Transfer among ``trained_models``: every method's latest selected checkpoint on disk.
+
+    ``train_eval`` maps ``trained_models`` to the checkpoints of its own run
+    (:func:`dhat.pipelines.reporting.pipeline.create_run_pipeline`).
+    """
+    return Pipeline([Node(transfer_attacks, inputs=["trained_models", "test_set", "params:transfer", "params:device"],
+                          outputs="transfer_table", name="transfer_attacks", tags=["transfer"])])
