@@ -81,3 +81,20 @@ def test_sweep_sections_are_checked_when_their_pipeline_runs(base_params):
     # The sensitivity units vary dhat: its method section is what they check.
     with pytest.raises(ValueError, match="dhat_plus"):
         _check(_with(base_params, "dhat.method.name", "dhat_plus"), pipelines["sensitivity"])
+
+
+def test_a_run_draws_its_figures_headless_but_importing_the_library_does_not_choose_a_backend():
+    import subprocess
+    import sys
+
+    # Importing the report code leaves matplotlib's backend to the process (a notebook's inline one).
+    code = ("import matplotlib; matplotlib.use('svg'); import dhat.stats.reporting, dhat.pipeline_registry; "
+            "print(matplotlib.get_backend())")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "svg"
+    from dhat.hooks import HeadlessFiguresHook
+    from dhat.settings import HOOKS
+
+    assert any(isinstance(hook, HeadlessFiguresHook) for hook in HOOKS)
+    code = "import matplotlib; matplotlib.use('svg'); from dhat.hooks import HeadlessFiguresHook; " \
+           "HeadlessFiguresHook().before_pipeline_run(); print(matplotlib.get_backend())"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().lower() == "agg"

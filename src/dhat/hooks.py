@@ -118,3 +118,18 @@ class TrainingStateCleanupHook:
                 path.unlink()
                 logger.info("%s: outputs saved; removed the training state %s", node.name, path)
             del self._saved[node.name]
+
+
+class HeadlessFiguresHook:
+    """Draw a run's figures with matplotlib's file-only backend (Agg).
+
+    A run writes its figures to files, and a runner may draw them outside the main thread,
+    where a desktop backend fails. Set when the run starts, not on import, so a notebook
+    that only loads the catalog keeps its inline backend.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        import matplotlib  # noqa: PLC0415 - only runs draw figures
+
+        matplotlib.use("Agg")

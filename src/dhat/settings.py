@@ -7,11 +7,11 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # from dhat.hooks import ProjectHooks
 # Hooks are executed in a Last-In-First-Out (LIFO) order.
 from dhat.configuration import PROJECT_CONFIG_LOADER_ARGS  # noqa: E402
-from dhat.hooks import ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
+from dhat.hooks import HeadlessFiguresHook, ParameterValidationHook, TrainingStateCleanupHook  # noqa: E402
 from dhat.tracking import MlflowTrackingHook  # noqa: E402
 
 # MlflowTrackingHook logs into kedro-mlflow's run when the `mlflow` extra is installed (else it does nothing).
-HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook(), MlflowTrackingHook())
+HOOKS = (ParameterValidationHook(), TrainingStateCleanupHook(), MlflowTrackingHook(), HeadlessFiguresHook())
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)

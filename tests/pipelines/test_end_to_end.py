@@ -199,17 +199,26 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
     assert load_classifier(checkpoint)(torch.rand(2, 3, 16, 16)).shape == (2, 10)
 
 
-def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def study_project(tmp_path_factory, mlflow_store) -> Path:
+    """``kedro run --pipelines=study --env test`` in a scratch project (shared by the study's tests)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
+        project = _scratch(tmp_path_factory.mktemp("dhat_study"))
+        _run(project, pipeline_names=["study"])
+        yield project
+
+
+def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(study_project, monkeypatch):
     from dhat.pipelines.study.pipeline import STUDY_ABLATIONS
     from dhat.stats.study import StudySettings
     from tests.pipelines.memory import load_parameters
 
-    monkeypatch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
+    monkeypatch.setenv("KEDRO_ENV", "test")
     STUDY_SEEDS = StudySettings.from_dict(load_parameters("test")["study"]).seeds
     assert len(STUDY_SEEDS) >= 2  # an interval over seeds needs two
 
-    project = _scratch(tmp_path)
-    _run(project, pipeline_names=["study"])
+    project = study_project
     table = pd.read_csv(project / "data/08_reporting/study_table.csv")
     assert table["method"].drop_duplicates().tolist() == CORE
     assert set(table["attack"]) == {"clean", "pgd5", "autoattack"} and (table["n_seeds"] == len(STUDY_SEEDS)).all()
@@ -233,6 +242,28 @@ def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(tmp_pa
     assert dhat_rows["per_seed"].tolist() == table[table["method"] == "dhat"]["per_seed"].tolist()
     paired = pd.read_csv(project / "data/08_reporting/study_ablations_paired_differences.csv")
     assert set(paired["comparison"]) == {"DHAT - DHAT (mask omega 0.1)", "DHAT - DHAT (FLOE ref. code)"}
+
+
+def test_the_results_notebook_runs_on_the_studys_outputs(study_project, monkeypatch):
+    """notebooks/results.ipynb, executed as a user would on the test environment's study outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    (study_project / "conf").symlink_to(REPO / "conf", target_is_directory=True)
+    notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    parameters.source = f"PROJECT = {str(study_project)!r}\nENV = 'test'"
+    # The kernel is this interpreter ("python" on PATH is what the kernel spec starts).
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(study_project)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the paired differences and the Grad-CAM
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "DHAT - PGD-AT, clean, per seed" in printed  # recomputed from the per-image records, equal to the table
+    tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("DHAT - UIAT" in t for t in tables) and any("per_seed" in t for t in tables)
 
 
 def test_with_the_mlflow_extra_each_run_is_one_mlflow_run_with_every_methods_metrics(project):

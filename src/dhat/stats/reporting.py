@@ -11,15 +11,12 @@ import datetime as _dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: reports are written to files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dhat.evaluation import registry as attack_registry  # noqa: E402
-from dhat.methods.catalog import display_name, order_methods  # noqa: E402
+from dhat.evaluation import registry as attack_registry
+from dhat.methods.catalog import display_name, order_methods
 
 __all__ = [
     "markdown_table",
@@ -335,5 +332,27 @@ def gradcam_figure(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def paired_differences_figure(paired: pd.DataFrame) -> plt.Figure:
+    """Each paired difference ``a - b`` of a study table (:func:`dhat.stats.study.study_paired_table`) with its
+    95% interval, against zero: a difference is a finding only where its interval leaves zero out."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.8 + 0.32 * max(len(paired), 1)))
+    if paired.empty:
+        ax.text(0.5, 0.5, "no paired differences: run kedro run --pipelines=study", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    y = np.arange(len(paired))
+    estimate = paired["difference"].to_numpy(float)
+    errors = np.vstack([estimate - paired["low"].to_numpy(float), paired["high"].to_numpy(float) - estimate])
+    finding = (paired["low"] > 0) | (paired["high"] < 0)
+    ax.errorbar(estimate, y, xerr=errors, fmt="none", ecolor="grey", capsize=3)
+    ax.scatter(estimate, y, c=np.where(finding, "tab:red", "tab:blue"), zorder=3)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [f"{c}, {a}" for c, a in zip(paired["comparison"], paired["attack"], strict=True)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("a - b, accuracy points (95% interval; red: excludes 0)")
     fig.tight_layout()
     return fig
