@@ -40,3 +40,20 @@ def test_report_orders_names_and_draws_any_subset_of_methods():
     # One row per example image, columns: image, true mask, one Grad-CAM per method.
     assert np.array(figure.axes).size == 2 * (2 + 3)
     assert len(curves.axes[0].lines) == 3
+
+
+def test_the_paired_differences_figure_marks_only_intervals_that_leave_zero_out():
+    from matplotlib.collections import PathCollection
+    from matplotlib.colors import to_rgba
+
+    from dhat.stats.reporting import paired_differences_figure
+
+    paired = pd.DataFrame({"comparison": ["DHAT - UIAT", "DHAT - PGD-AT", "DHAT - PGD-AT"],
+                           "attack": ["clean", "clean", "pgd50"], "difference": [2.0, 0.5, -3.0],
+                           "low": [1.0, -0.5, -4.0], "high": [3.0, 1.5, -2.0]})
+    ax = paired_differences_figure(paired).axes[0]
+    points = next(c for c in ax.collections if isinstance(c, PathCollection))
+    assert [tuple(c) for c in points.get_facecolors()] == [to_rgba("tab:red"), to_rgba("tab:blue"), to_rgba("tab:red")]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["DHAT - UIAT, clean", "DHAT - PGD-AT, clean",
+                                                             "DHAT - PGD-AT, pgd50"]
+    assert paired_differences_figure(paired.iloc[:0]).axes[0].texts  # an empty table says what to run
