@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from dhat.data import NUM_STYLES, make_digit_texture_benchmark, render_textures
-from dhat.data.embedded import _bilinear_resize
+from dhat.data.textures import bilinear_resize
 
 SPLITS = ("train", "val", "test", "test_aligned", "test_random", "test_foreground_only", "test_background_only",
           "test_in_distribution", "val_decorrelated")
@@ -63,7 +63,7 @@ def test_resize_matches_torch_bilinear():
     for size in (16, 13, 24):
         expected = F.interpolate(torch.from_numpy(small)[:, None], size=(size, size), mode="bilinear",
                                  align_corners=False)[:, 0].numpy()
-        np.testing.assert_allclose(_bilinear_resize(small, size), expected, atol=1e-12)
+        np.testing.assert_allclose(bilinear_resize(small, size), expected, atol=1e-12)
 
 
 def test_splits_partition_all_digits_and_masks_are_the_strokes(bench):

@@ -5,13 +5,7 @@ uint8 ``[N, H, W, 3]``, ``labels`` int64 ``[N]`` and optional per-sample keys
 (``masks`` uint8 ``[N, H, W]`` with 255 = foreground, ``styles`` int64 ``[N]``).
 """
 
-from dhat.data.embedded import (
-    DIGIT_CLASS_NAMES,
-    NUM_STYLES,
-    STYLE_NAMES,
-    make_digit_texture_benchmark,
-    render_textures,
-)
+from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
 from dhat.data.sources import (
     CIFAR_FOLDERS,
     IMAGE_EXTENSIONS,
@@ -28,6 +22,7 @@ from dhat.data.splits import (
     take_subset,
     validate_image_set,
 )
+from dhat.data.textures import NUM_STYLES, STYLE_NAMES, render_textures
 
 __all__ = [
     "DIGIT_CLASS_NAMES",
