@@ -21,6 +21,24 @@ from dhat.registry import Registry
 __all__ = ["ImageClassifier", "SmallCNN", "WideResNet", "available_models", "build_model", "register_model"]
 
 
+class MaxPool2x2(nn.Module):
+    """2x2 max-pooling with stride 2, equal to ``nn.MaxPool2d(2)`` value for value, faster on a CPU without autograd.
+
+    PyTorch's CPU kernel costs about as much as a 3x3 convolution on the small CNN's
+    16x16 maps; the maximum of the four strided quarter images is the same number (a
+    maximum rounds nothing, NaN propagates alike) at a fraction of the cost. Where a
+    gradient will flow (the input requires one) and on other devices, the module calls
+    ``F.max_pool2d`` itself, so every gradient is PyTorch's own.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.requires_grad) or x.device.type != "cpu" or x.ndim != 4 \
+                or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return F.max_pool2d(x, 2)
+        return torch.maximum(torch.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+                             torch.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+
+
 class SmallCNN(nn.Module):
     """Three conv stages (two 3x3 convs each, BN, ReLU), sized for a laptop CPU.
 
@@ -35,8 +53,8 @@ class SmallCNN(nn.Module):
         def block(c_in: int, c_out: int) -> list[nn.Module]:
             return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
-        self.stage1 = nn.Sequential(*block(in_channels, widths[0]), *block(widths[0], widths[0]), nn.MaxPool2d(2))
-        self.stage2 = nn.Sequential(*block(widths[0], widths[1]), *block(widths[1], widths[1]), nn.MaxPool2d(2))
+        self.stage1 = nn.Sequential(*block(in_channels, widths[0]), *block(widths[0], widths[0]), MaxPool2x2())
+        self.stage2 = nn.Sequential(*block(widths[0], widths[1]), *block(widths[1], widths[1]), MaxPool2x2())
         self.stage3 = nn.Sequential(*block(widths[1], widths[2]), *block(widths[2], widths[2]))
         self.num_features = widths[2]
 

@@ -4,6 +4,10 @@ Each radius ``eps`` runs the suite's gradient attacks with the step scaled to it
 (``step = eps / 4``: 2/255 at 8/255, as in the main evaluation); PGD-10 is the 10th
 iterate of the PGD-20 run, as in :func:`dhat.evaluation.evaluate_attacks`. Every
 accuracy carries its 95% bootstrap interval over the test images.
+
+At the evaluation's own radius the sweep would repeat the evaluation's attacks exactly
+(same images, batches, seeds, steps): :func:`evaluated_flags` hands it the evaluation's
+per-image record instead, and those attacks are not crafted again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack, of_family,
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval
 
-__all__ = ["RadiusSweepConfig", "robustness_vs_eps"]
+__all__ = ["RadiusSweepConfig", "evaluated_flags", "robustness_vs_eps"]
 
 _ATTACKS = ("fgsm", "pgd10", "pgd20", "cw")  # the default; any per-batch attack of the registry is accepted
 
@@ -77,9 +81,37 @@ class RadiusSweepConfig:
                                  seed=self.seed, progress=False)
 
 
-def robustness_vs_eps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                      config: RadiusSweepConfig) -> pd.DataFrame:
+#: Settings that decide an attack's per-image outcome (with the images, the model and the attack's name).
+_SAME_OUTCOME = ("eps", "step_size", "cw_steps", "seed", "batch_size")
+
+
+def evaluated_flags(per_image: Mapping[str, np.ndarray], suite: AttackSuiteConfig, config: RadiusSweepConfig,
+                    positions: np.ndarray) -> dict[float, dict[str, np.ndarray]]:
+    """The sweep's outcomes that the evaluation already has: ``{radius: {attack: correct flags}}``.
+
+    ``per_image`` is the evaluation's record (:mod:`dhat.evaluation.records`) of the same
+    checkpoint with the suite ``suite``; ``positions`` are the test images the sweep attacks.
+    Its attacks count only where the sweep would run them identically: the same images in
+    the same order, and at the suite's radius the same step, CW length, seed and batches.
+    Anything else (another subset, step fraction or seed) gives ``{}``, and the sweep
+    crafts everything itself.
+    """
+    if suite.eps not in config.radii or not np.array_equal(np.asarray(per_image.get("positions", ())), positions):
+        return {}
+    sweep = config.suite(suite.eps)
+    if any(getattr(sweep, name) != getattr(suite, name) for name in _SAME_OUTCOME):
+        return {}
+    known = {a: np.asarray(per_image[a], dtype=bool) for a in ("clean", *config.attacks) if a in per_image}
+    return {suite.eps: known} if set(known) - {"clean"} else {}
+
+
+def robustness_vs_eps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: RadiusSweepConfig,
+                      known: Mapping[float, Mapping[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Accuracy (percent) under each attack at each radius, with 95% bootstrap intervals.
+
+    ``known``: per-image outcomes already measured (:func:`evaluated_flags`); those
+    attacks are not run again at that radius. Their ``clean`` flags must be this model's
+    on ``images`` (checked: a record of another checkpoint is refused).
 
     Returns one row per (radius, attack) plus a ``clean`` row at radius 0: ``radius``,
     ``radius_255``, ``attack``, ``accuracy``, ``low``, ``high``, ``n_images``.
@@ -93,9 +125,16 @@ def robustness_vs_eps(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                      "n_images": interval.n_images})
 
     for index, eps in enumerate(config.radii):
-        results = evaluate_attacks(model, images, labels, config.suite(eps), attacks=list(config.attacks))
+        done = dict((known or {}).get(eps, {}))
+        missing = [a for a in config.attacks if a not in done]
+        results = evaluate_attacks(model, images, labels, config.suite(eps), attacks=missing)
+        measured = {name: results["per_sample"][name].numpy() for name in ("clean", *missing)}
+        if "clean" in done and not np.array_equal(done["clean"], measured["clean"]):
+            raise ValueError("robustness_vs_eps: the known outcomes are not of this model on these images (their clean "
+                             "predictions differ); pass the evaluation record of the same checkpoint")
+        done = measured | {a: flags for a, flags in done.items() if a != "clean"}
         if index == 0:
-            add(0.0, "clean", results["per_sample"]["clean"].numpy())
+            add(0.0, "clean", done["clean"])
         for attack in config.attacks:
-            add(eps, attack, results["per_sample"][attack].numpy())
+            add(eps, attack, done[attack])
     return pd.DataFrame(rows)

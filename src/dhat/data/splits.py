@@ -21,6 +21,7 @@ __all__ = [
     "split_positions",
     "split_train_val",
     "subset_positions",
+    "take_positions",
     "take_subset",
     "concat_sets",
 ]
@@ -206,10 +207,25 @@ def split_train_val(
     return index_set(train_set, train_idx), index_set(train_set, val_idx)
 
 
+def take_positions(labels: np.ndarray, n: int | None, seed: int, stratified: bool = True) -> np.ndarray:
+    """Sorted positions of the fixed seeded subset :func:`take_subset` takes (every position for ``n=None``
+    or ``n >= N``).
+
+    Raises:
+        ValueError: naming ``n`` when it is not a positive integer.
+    """
+    total = len(labels)
+    if n is None or (not isinstance(n, bool) and isinstance(n, int | np.integer) and n >= total):
+        return np.arange(total, dtype=np.int64)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
+        raise ValueError(f"subset size n must be a positive integer or None (all samples), got {n!r}")
+    return stratified_indices(labels, int(n), seed, stratified)
+
+
 def take_subset(
     image_set: Mapping[str, np.ndarray], n: int | None, seed: int, stratified: bool = True
 ) -> ImageSet:
-    """A fixed seeded subset of ``n`` samples (e.g. an evaluation subset).
+    """A fixed seeded subset of ``n`` samples (e.g. an evaluation subset), at :func:`take_positions`.
 
     ``n=None`` or ``n >= N`` returns every sample (as a shallow copy of the
     dict), so configurations can say "no subset" without a special case.
@@ -218,11 +234,10 @@ def take_subset(
         ValueError: naming ``n`` when it is not a positive integer.
     """
     total = validate_image_set(image_set)
-    if n is None or (not isinstance(n, bool) and isinstance(n, int | np.integer) and n >= total):
+    positions = take_positions(image_set["labels"], n, seed, stratified)
+    if len(positions) == total:
         return dict(image_set)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
-        raise ValueError(f"subset size n must be a positive integer or None (all samples), got {n!r}")
-    return index_set(image_set, stratified_indices(image_set["labels"], int(n), seed, stratified))
+    return index_set(image_set, positions)
 
 
 def concat_sets(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> ImageSet:

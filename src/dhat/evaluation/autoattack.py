@@ -7,9 +7,11 @@ its label says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,7 +20,7 @@ from torch import nn
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.inference import model_device, predict_raw
 
-__all__ = ["run_autoattack", "run_square"]
+__all__ = ["frozen_parameters", "run_autoattack", "run_square"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,23 @@ class _AutoAttackLogCapture(logging.Handler):
             logger.warning("AutoAttack: %s", message)
         else:
             logger.debug("AutoAttack: %s", message)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """The model's parameters stop requiring gradients for the block, then get their flags back.
+
+    FAB calls ``backward()``, which would also compute (and accumulate) a gradient for every
+    weight; the attack needs the input's only, and that one is the same either way.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for parameter, _ in flags:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
 
 
 def _autoattack_label(config: AttackSuiteConfig, n_targets: int, full_targets: int) -> tuple[str, bool]:
@@ -103,7 +122,8 @@ def run_autoattack(
     aa_logger.propagate = False  # its progress goes through our logger (DEBUG), not the root handlers
     try:
         adversary = AutoAttack(model, **kwargs)
-        x_adv, label, reduced, seconds = _configure_and_run(adversary, images, labels, config, n_classes)
+        with frozen_parameters(model):
+            x_adv, label, reduced, seconds = _configure_and_run(adversary, images, labels, config, n_classes)
     finally:
         aa_logger.removeHandler(capture)
         aa_logger.setLevel(old_level)

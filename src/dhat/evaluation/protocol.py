@@ -27,14 +27,14 @@ from dhat.evaluation.bias import background_bias_metrics
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.gap import robust_gap
 from dhat.evaluation.records import POSITIONS_SUFFIX, attack_names
-from dhat.evaluation.registry import of_family, steps
+from dhat.evaluation.registry import is_batch_attack, of_family, steps
 from dhat.evaluation.sanity import sanity_checks
 from dhat.evaluation.sections import EvaluationSettings
-from dhat.evaluation.suite import evaluate_attacks, scalar_metrics
+from dhat.evaluation.suite import evaluate_attacks, scalar_metrics, summarise
 from dhat.intervals import accuracy_interval
 from dhat.tensors import to_device_set
 
-__all__ = ["IN_DISTRIBUTION", "Evaluation", "evaluate_checkpoint", "score_attacks"]
+__all__ = ["IN_DISTRIBUTION", "Evaluation", "evaluate_checkpoint", "same_weights", "score_attacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,26 @@ def _checkpoint_facts(checkpoint: dict[str, Any]) -> dict[str, Any]:
         "weights": meta.get("weights", "trained model"),
         "device": meta.get("device", "unknown"),
     }
+
+
+def same_weights(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two project checkpoints hold the same architecture and the same tensors (weights and buffers)."""
+    if a["metadata"].get("model") != b["metadata"].get("model") or a["state_dict"].keys() != b["state_dict"].keys():
+        return False
+    return all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def _attack_last(model_best: Mapping[str, Any], model_last: Mapping[str, Any], best: Mapping[str, Any],
+                 images: torch.Tensor, labels: torch.Tensor, config: AttackSuiteConfig, attacks: Sequence[str],
+                 device: torch.device) -> dict[str, Any]:
+    """The last checkpoint under ``attacks``; when it is the selected one (training ended on its best
+    epoch), the outcomes of ``best`` (the same attacks, images and seeds: the same numbers) are used."""
+    if same_weights(model_best, model_last) and all(is_batch_attack(a) and a in best["per_sample"] for a in attacks):
+        outcomes = {name: best["per_sample"][name] for name in ("clean", *attacks)}
+        logger.info("The last checkpoint is the selected one: its %s are the selected checkpoint's",
+                    ", ".join(attacks))
+        return {**summarise(outcomes, config.eps, attacks, {}), "same_as_best": True}
+    return evaluate_attacks(load_classifier(model_last, device), images, labels, config, attacks=list(attacks))
 
 
 def evaluate_checkpoint(
@@ -209,9 +229,8 @@ def evaluate_checkpoint(
     maps = grad_cam(model, images[:n_examples], labels[:n_examples]) if n_examples else images.new_zeros((0, *images.shape[-2:]))
     examples = {"indices": positions[:n_examples].astype(np.int64), "maps": maps.detach().cpu().numpy().astype(np.float32)}
     if settings.last_checkpoint_attacks and model_last is not None:
-        last = evaluate_attacks(load_classifier(model_last, torch_device), images, labels, config,
-                                   attacks=list(settings.last_checkpoint_attacks))
-        metrics["last"] = scalar_metrics(last)
+        metrics["last"] = scalar_metrics(_attack_last(model_best, model_last, best, images, labels, config,
+                                                      settings.last_checkpoint_attacks, torch_device))
     metrics["evaluation"]["seconds"] = round(time.perf_counter() - started, 2)
     failed = [c["name"] for c in checks if not c.get("passed", False)]
     if failed:

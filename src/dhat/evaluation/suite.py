@@ -28,7 +28,7 @@ from dhat.evaluation.inference import (
 )
 from dhat.evaluation.registry import ATTACKS, family, of_family
 
-__all__ = ["adversarial_batches", "evaluate_attacks", "plan_attacks", "scalar_metrics"]
+__all__ = ["adversarial_batches", "evaluate_attacks", "plan_attacks", "scalar_metrics", "summarise"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,23 +143,32 @@ def evaluate_attacks(
             results["autoattack_label"] = info["label"]
             results["autoattack_reduced"] = info["reduced"]
             results["autoattack_components"] = info["components"]
-    for name, flags in correct.items():
-        results[name] = percent(flags)
-    full = [flags for flags in correct.values() if flags.shape[0] == n]
-    worst = torch.stack(full).all(dim=0)
-    results.update(
-        worst_case=percent(worst),
-        n_images=n,
-        eps=float(config.eps),
-        attacks=[*batch_attacks, *(["autoattack"] if run_aa else [])],
-        seconds=seconds,
-        per_sample=correct,
-    )
+    results.update(summarise(correct, float(config.eps), [*batch_attacks, *(["autoattack"] if run_aa else [])], seconds))
     logger.info(
         "attack suite on %d images (eps %.4f): %s",
         n, config.eps, ", ".join(f"{k} {results[k]:.2f}%" for k in ("clean", *results["attacks"], "worst_case")),
     )
     return results
+
+
+def summarise(correct: Mapping[str, torch.Tensor], eps: float, attacks: Sequence[str],
+              seconds: Mapping[str, float]) -> dict[str, Any]:
+    """The summary :func:`evaluate_attacks` returns for per-image outcomes ``correct`` (``clean`` and each attack).
+
+    Accuracy in percent per name, ``worst_case`` over the outcomes that cover every image,
+    ``n_images``, ``eps``, ``attacks``, ``seconds`` and ``per_sample`` (``correct`` itself).
+    """
+    n = correct["clean"].shape[0]
+    full = [flags for flags in correct.values() if flags.shape[0] == n]
+    return {
+        **{name: percent(flags) for name, flags in correct.items()},
+        "worst_case": percent(torch.stack(full).all(dim=0)),
+        "n_images": n,
+        "eps": float(eps),
+        "attacks": list(attacks),
+        "seconds": dict(seconds),
+        "per_sample": dict(correct),
+    }
 
 
 def scalar_metrics(results: Mapping[str, Any]) -> dict[str, Any]:

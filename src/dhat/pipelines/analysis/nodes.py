@@ -16,9 +16,11 @@ import pandas as pd
 
 from dhat.analysis import AnalysisSettings, attention_shift, compute_cost_table, robustness_vs_eps
 from dhat.analysis.figures import attention_shift_figure, robustness_vs_eps_figure
+from dhat.analysis.radius import evaluated_flags
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.data.splits import take_subset
+from dhat.data.splits import take_positions, take_subset
+from dhat.evaluation.sections import EvaluationSettings
 from dhat.methods.catalog import order_methods
 from dhat.tensors import to_device_set
 
@@ -43,13 +45,22 @@ def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.n
 
 
 def analyse_robustness_vs_eps(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],
-                              device: str) -> pd.DataFrame:
-    """Accuracy under FGSM, PGD and CW at every radius of ``analysis.robustness_vs_eps``."""
+                              device: str, per_image: dict[str, np.ndarray], evaluation: dict[str, Any]) -> pd.DataFrame:
+    """Accuracy under FGSM, PGD and CW at every radius of ``analysis.robustness_vs_eps``.
+
+    ``per_image`` and ``evaluation``: the evaluation of the same checkpoint and its settings;
+    at the evaluation's radius its outcomes are used where the sweep would repeat them exactly.
+    """
     config = AnalysisSettings.from_dict(analysis).robustness_vs_eps
     torch_device = resolve_device(device)
     test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
     model = load_classifier(model_best, torch_device)
-    return robustness_vs_eps(model, test.float_images(), test.labels, config)
+    positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
+    known = evaluated_flags(per_image, EvaluationSettings.from_dict(evaluation).suite, config, positions)
+    if known:
+        logger.info("robustness vs radius: %s at %s/255 from the evaluation's record", ", ".join(
+            a for a in config.attacks if a in next(iter(known.values()))), round(next(iter(known)) * 255, 2))
+    return robustness_vs_eps(model, test.float_images(), test.labels, config, known)
 
 
 def _stack(results: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 then one node per figure and the compute-cost table over every analysed method.
 
 Per method: ``analyse_attention_shift`` (paper figures 1b and 7) and
-``analyse_robustness_vs_eps`` (figures 3 and 8) read the method's ``model_best``.
+``analyse_robustness_vs_eps`` (figures 3 and 8) read the method's ``model_best``; the
+latter also its evaluation's ``per_image`` record, whose outcomes at the evaluation's radius
+it uses instead of crafting the same attacks again (run ``evaluation`` first).
 The figure nodes of the ``analysis`` pipeline read every method's latest result from
 disk, so they also draw methods analysed by earlier runs; in ``train_eval`` they read
 the results of the run itself. The compute-cost table (table 3) comes from the
@@ -25,7 +27,7 @@ from dhat.pipelines.analysis.nodes import (
 from dhat.pipelines.composition import per_method
 
 SHARED_INPUTS = {"test_set"}
-SHARED_PARAMS = {"params:analysis", "params:device"}
+SHARED_PARAMS = {"params:analysis", "params:device", "params:evaluation"}
 #: Outputs of the figure nodes that the report reads.
 FIGURE_TABLES = ["attention_shift_table", "robustness_vs_eps_table", "compute_cost_table"]
 
@@ -36,7 +38,7 @@ def analysis_template() -> Pipeline:
     return Pipeline([
         Node(analyse_attention_shift, inputs=inputs, outputs="attention_shift", name="analyse_attention_shift",
              tags=["analysis"]),
-        Node(analyse_robustness_vs_eps, inputs=inputs, outputs="robustness_vs_eps",
+        Node(analyse_robustness_vs_eps, inputs=[*inputs, "per_image", "params:evaluation"], outputs="robustness_vs_eps",
              name="analyse_robustness_vs_eps", tags=["analysis"]),
     ])
 
