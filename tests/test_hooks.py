@@ -95,6 +95,9 @@ def test_a_run_draws_its_figures_headless_but_importing_the_library_does_not_cho
     from dhat.settings import HOOKS
 
     assert any(isinstance(hook, HeadlessFiguresHook) for hook in HOOKS)
-    code = "import matplotlib; matplotlib.use('svg'); from dhat.hooks import HeadlessFiguresHook; " \
-           "HeadlessFiguresHook().before_pipeline_run(); print(matplotlib.get_backend())"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().lower() == "agg"
+    code = "import os, matplotlib; matplotlib.use('svg'); from dhat.hooks import HeadlessFiguresHook; " \
+           "os.environ.pop('MPLBACKEND', None); HeadlessFiguresHook().before_pipeline_run(); " \
+           "print(matplotlib.get_backend(), os.environ['MPLBACKEND'])"
+    # and worker processes a runner starts inherit it
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.lower().split() == [
+        "agg", "agg"]

@@ -135,3 +135,10 @@ def test_the_extended_study_adds_seeds_and_writes_its_own_aggregates(monkeypatch
 
     base_paths, extended_paths = aggregate_paths("base"), aggregate_paths("study_extended")
     assert not set(base_paths.values()) & set(extended_paths.values())
+
+
+def test_only_train_eval_s_radius_sweep_reads_the_evaluation_record_of_its_run(registry):
+    inputs = {name: next(n.inputs for n in registry[name].nodes if n.name == "dhat.analyse_robustness_vs_eps")
+              for name in ("train_eval", "analysis")}
+    assert {"dhat.per_image", "params:evaluation"} <= set(inputs["train_eval"])
+    assert "dhat.per_image" not in inputs["analysis"]  # stand-alone: crafts everything, needs no evaluation

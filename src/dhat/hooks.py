@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,13 @@ class HeadlessFiguresHook:
 
     A run writes its figures to files, and a runner may draw them outside the main thread,
     where a desktop backend fails. Set when the run starts, not on import, so a notebook
-    that only loads the catalog keeps its inline backend.
+    that only loads the catalog keeps its inline backend; ``MPLBACKEND`` is set too (unless
+    the user chose one), so the worker processes a runner starts draw headless as well.
     """
 
     @hook_impl
     def before_pipeline_run(self) -> None:
         import matplotlib  # noqa: PLC0415 - only runs draw figures
 
+        os.environ.setdefault("MPLBACKEND", "Agg")
         matplotlib.use("Agg")

@@ -57,7 +57,7 @@ def train_eval(methods: tuple[str, ...]) -> Pipeline:
         + mask_precomputation.create_pipeline()
         + training.create_pipeline(methods=methods)
         + evaluation.create_pipeline(methods=methods)
-        + analysis.create_pipeline(methods=methods)
+        + analysis.create_pipeline(methods=methods, after_evaluation=True)
         + reporting.create_run_pipeline(methods)
     )
 

@@ -110,10 +110,12 @@ def test_the_radius_sweep_reuses_the_evaluation_only_where_it_would_repeat_it_ex
     assert evaluated_flags(record, suite, _sweep(radii=(4 / 255,)), positions) == {}
     assert evaluated_flags(record, suite, _sweep(), np.arange(1, 25)) == {}
     assert evaluated_flags(record, dataclasses.replace(suite, cw_steps=5), _sweep(), positions) == {}
-    # A record of another checkpoint is refused.
-    other = {**record, "clean": ~record["clean"]}
-    with pytest.raises(ValueError, match="not of this model"):
-        robustness_vs_eps(model, images, labels, _sweep(), evaluated_flags(other, suite, _sweep(), positions))
+    # A record of another checkpoint (its clean or FGSM outcomes differ) is set aside: everything is crafted.
+    fresh = robustness_vs_eps(model, images, labels, _sweep())
+    for name in ("clean", "fgsm"):
+        other = {**record, name: ~record[name], "pgd5": ~record["pgd5"]}
+        pd.testing.assert_frame_equal(
+            robustness_vs_eps(model, images, labels, _sweep(), evaluated_flags(other, suite, _sweep(), positions)), fresh)
 
 
 def test_the_last_checkpoint_when_it_is_the_selected_one_reuses_its_outcomes_exactly() -> None:
@@ -135,3 +137,4 @@ def test_the_last_checkpoint_when_it_is_the_selected_one_reuses_its_outcomes_exa
     assert not same_weights(best_checkpoint, last_checkpoint)
     again = _attack_last(best_checkpoint, last_checkpoint, best, images, labels, config, ["pgd5"], torch.device("cpu"))
     assert "same_as_best" not in again and again["seconds"]["gradient_attacks"] > 0
+    assert reused["seconds"] == {"gradient_attacks": 0.0}

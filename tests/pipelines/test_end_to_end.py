@@ -206,7 +206,7 @@ def study_project(tmp_path_factory, mlflow_store) -> Path:
         patch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
         project = _scratch(tmp_path_factory.mktemp("dhat_study"))
         _run(project, pipeline_names=["study"])
-        yield project
+    return project
 
 
 def test_study_trains_every_seed_as_its_own_namespace_and_aggregates_them(study_project, monkeypatch):

@@ -13,6 +13,7 @@ per-image record instead, and those attacks are not crafted again.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +24,13 @@ from torch import nn
 
 from dhat.config import dataclass_from_dict, positive_radii
 from dhat.evaluation.config import AttackSuiteConfig
-from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack, of_family, steps
+from dhat.evaluation.registry import BATCH_EXAMPLES, family, is_batch_attack, of_family, steps
 from dhat.evaluation.suite import evaluate_attacks
 from dhat.intervals import accuracy_interval
 
 __all__ = ["RadiusSweepConfig", "evaluated_flags", "robustness_vs_eps"]
+
+logger = logging.getLogger(__name__)
 
 _ATTACKS = ("fgsm", "pgd10", "pgd20", "cw")  # the default; any per-batch attack of the registry is accepted
 
@@ -105,13 +108,34 @@ def evaluated_flags(per_image: Mapping[str, np.ndarray], suite: AttackSuiteConfi
     return {suite.eps: known} if set(known) - {"clean"} else {}
 
 
+def _outcomes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: RadiusSweepConfig, eps: float,
+              known: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Clean and every attack's per-image outcomes at ``eps``, crafting only what ``known`` lacks.
+
+    The clean predictions and FGSM (one step, cheap) are always measured; where they differ
+    from ``known``, the record is of another checkpoint or other settings: it is set aside
+    (with a warning) and every attack is crafted.
+    """
+    checked = [a for a in config.attacks if a not in known or family(a) == "fgsm"]
+    results = evaluate_attacks(model, images, labels, config.suite(eps), attacks=checked)
+    measured = {name: results["per_sample"][name].numpy() for name in ("clean", *checked)}
+    if any(name in known and not np.array_equal(known[name], flags) for name, flags in measured.items()):
+        logger.warning("robustness vs radius at %.4f: the evaluation's record is not this checkpoint's under these "
+                       "settings (its clean or FGSM outcomes differ); crafting every attack", eps)
+        known = {}
+        rest = [a for a in config.attacks if a not in measured]
+        results = evaluate_attacks(model, images, labels, config.suite(eps), attacks=rest)
+        measured |= {name: results["per_sample"][name].numpy() for name in rest}
+    return {**{a: np.asarray(known[a], dtype=bool) for a in config.attacks if a in known}, **measured}
+
+
 def robustness_vs_eps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: RadiusSweepConfig,
                       known: Mapping[float, Mapping[str, np.ndarray]] | None = None) -> pd.DataFrame:
     """Accuracy (percent) under each attack at each radius, with 95% bootstrap intervals.
 
     ``known``: per-image outcomes already measured (:func:`evaluated_flags`); those
-    attacks are not run again at that radius. Their ``clean`` flags must be this model's
-    on ``images`` (checked: a record of another checkpoint is refused).
+    attacks are not run again at that radius, once the clean and FGSM outcomes measured
+    here agree with them (otherwise everything is crafted, see :func:`_outcomes`).
 
     Returns one row per (radius, attack) plus a ``clean`` row at radius 0: ``radius``,
     ``radius_255``, ``attack``, ``accuracy``, ``low``, ``high``, ``n_images``.
@@ -125,14 +149,7 @@ def robustness_vs_eps(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                      "n_images": interval.n_images})
 
     for index, eps in enumerate(config.radii):
-        done = dict((known or {}).get(eps, {}))
-        missing = [a for a in config.attacks if a not in done]
-        results = evaluate_attacks(model, images, labels, config.suite(eps), attacks=missing)
-        measured = {name: results["per_sample"][name].numpy() for name in ("clean", *missing)}
-        if "clean" in done and not np.array_equal(done["clean"], measured["clean"]):
-            raise ValueError("robustness_vs_eps: the known outcomes are not of this model on these images (their clean "
-                             "predictions differ); pass the evaluation record of the same checkpoint")
-        done = measured | {a: flags for a, flags in done.items() if a != "clean"}
+        done = _outcomes(model, images, labels, config, eps, (known or {}).get(eps, {}))
         if index == 0:
             add(0.0, "clean", done["clean"])
         for attack in config.attacks:

@@ -130,7 +130,7 @@ def _attack_last(model_best: Mapping[str, Any], model_last: Mapping[str, Any], b
         outcomes = {name: best["per_sample"][name] for name in ("clean", *attacks)}
         logger.info("The last checkpoint is the selected one: its %s are the selected checkpoint's",
                     ", ".join(attacks))
-        return {**summarise(outcomes, config.eps, attacks, {}), "same_as_best": True}
+        return {**summarise(outcomes, config.eps, attacks, {"gradient_attacks": 0.0}), "same_as_best": True}
     return evaluate_attacks(load_classifier(model_last, device), images, labels, config, attacks=list(attacks))
 
 

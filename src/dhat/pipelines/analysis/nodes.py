@@ -45,18 +45,22 @@ def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.n
 
 
 def analyse_robustness_vs_eps(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],
-                              device: str, per_image: dict[str, np.ndarray], evaluation: dict[str, Any]) -> pd.DataFrame:
+                              device: str, per_image: dict[str, np.ndarray] | None = None,
+                              evaluation: dict[str, Any] | None = None) -> pd.DataFrame:
     """Accuracy under FGSM, PGD and CW at every radius of ``analysis.robustness_vs_eps``.
 
-    ``per_image`` and ``evaluation``: the evaluation of the same checkpoint and its settings;
-    at the evaluation's radius its outcomes are used where the sweep would repeat them exactly.
+    ``per_image`` and ``evaluation`` (``train_eval`` passes them): the evaluation of the same
+    checkpoint in the same run and its settings; at the evaluation's radius its outcomes are
+    used where the sweep would repeat them exactly.
     """
     config = AnalysisSettings.from_dict(analysis).robustness_vs_eps
     torch_device = resolve_device(device)
     test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
     model = load_classifier(model_best, torch_device)
-    positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
-    known = evaluated_flags(per_image, EvaluationSettings.from_dict(evaluation).suite, config, positions)
+    known = {}
+    if per_image is not None and evaluation is not None:
+        positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
+        known = evaluated_flags(per_image, EvaluationSettings.from_dict(evaluation).suite, config, positions)
     if known:
         logger.info("robustness vs radius: %s at %s/255 from the evaluation's record", ", ".join(
             a for a in config.attacks if a in next(iter(known.values()))), round(next(iter(known)) * 255, 2))
