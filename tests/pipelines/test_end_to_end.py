@@ -253,8 +253,10 @@ def test_the_results_notebook_runs_on_the_studys_outputs(study_project, monkeypa
     notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
     parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
     parameters.source = f"PROJECT = {str(study_project)!r}\nENV = 'test'"
-    # The kernel is this interpreter ("python" on PATH is what the kernel spec starts).
+    # The kernel is this interpreter ("python" on PATH is what the kernel spec starts). The runs of this
+    # process set MPLBACKEND=Agg for their workers; a Jupyter server started by a user has not run one.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(study_project)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
