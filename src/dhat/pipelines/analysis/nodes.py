@@ -19,7 +19,7 @@ from dhat.analysis.figures import attention_shift_figure, robustness_vs_eps_figu
 from dhat.analysis.radius import evaluated_flags
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
-from dhat.data.splits import take_positions, take_subset
+from dhat.data.splits import index_set, take_positions, take_subset
 from dhat.evaluation.sections import EvaluationSettings
 from dhat.methods.catalog import order_methods
 from dhat.tensors import to_device_set
@@ -55,15 +55,16 @@ def analyse_robustness_vs_eps(model_best: dict[str, Any], test_set: dict[str, np
     """
     config = AnalysisSettings.from_dict(analysis).robustness_vs_eps
     torch_device = resolve_device(device)
-    test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
+    positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
+    subset = test_set if len(positions) == len(test_set["labels"]) else index_set(test_set, positions)  # no copy of all
+    test = to_device_set(subset, torch_device, name="test_set")
     model = load_classifier(model_best, torch_device)
-    known = {}
+    known: dict[float, dict[str, np.ndarray]] = {}
     if per_image is not None and evaluation is not None:
-        positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
         known = evaluated_flags(per_image, EvaluationSettings.from_dict(evaluation).suite, config, positions)
-    if known:
-        logger.info("robustness vs radius: %s at %s/255 from the evaluation's record", ", ".join(
-            a for a in config.attacks if a in next(iter(known.values()))), round(next(iter(known)) * 255, 2))
+    for eps, flags in known.items():
+        logger.info("robustness vs radius at %.2f/255: %s from the evaluation's record", eps * 255,
+                    ", ".join(a for a in config.attacks if a in flags))
     return robustness_vs_eps(model, test.float_images(), test.labels, config, known)
 
 
