@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DeviceImageSet", "iterate_set", "to_device_set"]
+__all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "to_device_set"]
 
 
 @dataclass
@@ -30,17 +30,41 @@ class DeviceImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images are (and every batch is made)."""
+        return self.images.device
+
+    def epoch_batches(self, batches: list[torch.Tensor], with_masks: bool
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """``(index, float images, float masks or None)`` for each index batch, in order (the training loop's feed).
+
+        Stream-mode sets (:class:`dhat.data.loading.StreamImageSet`) yield the same values for
+        the same batches, decoded from the files.
+        """
+        for whole in batches:
+            yield whole, self.float_images(whole), self.float_masks(whole) if with_masks else None
+
     def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images (all, or ``index``) as contiguous NCHW float in ``[0, 1]``."""
-        selected = self.images if index is None else self.images[index]
-        return selected.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        return float_batch(self.images if index is None else self.images[index])
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
         """Masks (all, or ``index``) as float in ``[0, 1]``, or ``None``."""
-        if self.masks is None:
-            return None
-        selected = self.masks if index is None else self.masks[index]
-        return selected.float().div_(255.0)
+        return float_masks(self.masks, index)
+
+
+def float_masks(masks: torch.Tensor | None, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
+    """uint8 masks (all, or ``index``) as float in ``[0, 1]``, or ``None`` without masks."""
+    if masks is None:
+        return None
+    selected = masks if index is None else masks[index]
+    return selected.float().div_(255.0)
+
+
+def float_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW images (any strides) as contiguous NCHW float in ``[0, 1]``: the one conversion every feed uses."""
+    return images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def to_device_set(
@@ -106,5 +130,5 @@ def iterate_set(
     for start in range(0, images.shape[0], batch_size):
         end = min(start + batch_size, images.shape[0])
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:end])).to(device).permute(0, 3, 1, 2)
-        x = chunk.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        x = float_batch(chunk)
         yield start, end, x, torch.from_numpy(labels[start:end].astype(np.int64)).to(device)

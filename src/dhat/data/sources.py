@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dhat.data.files import decode_image
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "CIFAR_FOLDERS",
@@ -118,8 +120,8 @@ def _list_split(split_dir: Path, class_names: list[str] | None) -> tuple[list[Pa
 def read_images(files: list[Path], image_size: int | None, desc: str = "images", workers: int | None = None) -> np.ndarray:
     """Decode ``files`` into one uint8 ``[N, H, W, 3]`` array with a thread pool.
 
-    Each image is converted to RGB and, with ``image_size``, resized to
-    ``image_size x image_size`` (bilinear). The array is allocated once and filled
+    Each image is decoded by :func:`~dhat.data.files.decode_image` (RGB and, with ``image_size``,
+    resized to ``image_size x image_size``, bilinear). The array is allocated once and filled
     in place, so memory is the decoded images and nothing more. PIL releases the GIL
     while decoding, so threads give a real speed-up on many small JPEGs without the
     cost of sending arrays between processes.
@@ -127,7 +129,6 @@ def read_images(files: list[Path], image_size: int | None, desc: str = "images",
     Raises:
         ValueError: naming the first image whose size differs when ``image_size`` is ``None``.
     """
-    from PIL import Image  # noqa: PLC0415 - imported lazily: only image folders need Pillow
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     if not files:
@@ -135,11 +136,7 @@ def read_images(files: list[Path], image_size: int | None, desc: str = "images",
     workers = workers or min(16, os.cpu_count() or 1)
 
     def read(path: Path) -> np.ndarray:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-            if image_size is not None and rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8)
+        return decode_image(path, image_size)
 
     first = read(files[0])
     out = np.empty((len(files), *first.shape), dtype=np.uint8)

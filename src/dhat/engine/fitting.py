@@ -22,12 +22,13 @@ from dhat.attention.masks import LOW_COVERAGE, stored_mask_statistics
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY
+from dhat.data.files import FileImages
+from dhat.data.loading import to_training_set
 from dhat.engine.distributed import Distributed, launch
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.resume import ResumeSettings, array_digest, fingerprint
 from dhat.engine.training import seed_everything, train_model
 from dhat.methods import MaskSettings, TrainingMethod, create_method
-from dhat.tensors import to_device_set
 
 __all__ = ["MethodSpec", "split_method_params", "training_maps", "describe_masks", "fit"]
 
@@ -102,6 +103,15 @@ def describe_masks(
     return description
 
 
+#: Training keys that change how a run is shown, saved or fed, never its result: a resumable state ignores them.
+_NOT_IN_FINGERPRINT = ("progress", "checkpoint_every", "resume", "loader_workers", "loader_prefetch")
+
+
+def _digest(array: Any) -> Any:
+    """A data digest for the resume fingerprint: of the pixels in memory mode, of the file listing in stream mode."""
+    return ("stream", array.digest()) if isinstance(array, FileImages) else array_digest(array)
+
+
 def fit(
     train_set: Mapping[str, np.ndarray],
     val_set: Mapping[str, np.ndarray],
@@ -147,6 +157,9 @@ def fit(
     if config.devices > 1 and config.sync_batchnorm and torch_device.type != "cuda":
         raise ValueError("training.sync_batchnorm works on CUDA only (PyTorch's SyncBatchNorm); set it to false on "
                          f"{torch_device.type}")
+    if config.devices > 1 and isinstance(train_set.get("images"), FileImages):
+        raise ValueError(f"{label}: data-parallel training (training.devices: {config.devices}) reads the training "
+                         "images from memory; set data.storage: memory or training.devices: 1")
     if config.devices > 1 and distributed is None:
         # Start the workers; each runs this function again inside the process group. Rank 0's result returns.
         results = launch(fit, config.devices, torch_device.type, train_set, val_set, attention_masks, dataset_info,
@@ -154,13 +167,14 @@ def fit(
         return results[0]
     if distributed is not None and torch_device.type == "cuda":
         torch_device = torch.device("cuda", distributed.local_rank)
-    train = to_device_set(train_set, torch_device, masks=maps, name="train_set")
+    loader = config.loader_settings()
+    train = to_training_set(train_set, torch_device, masks=maps, name="train_set", loader=loader, seed=config.seed)
     mask_stats = None
     if maps is None:
         train.masks = None
     else:
         mask_stats = describe_masks(method.mask_settings(), maps, train_set.get("masks"), label)
-    val = to_device_set(val_set, torch_device, name="val_set")
+    val = to_training_set(val_set, torch_device, name="val_set", loader=loader, seed=config.seed)
     spec = model_spec(model_params, dataset_info)
     wrapper = method.model_wrapper()
     if wrapper:
@@ -170,10 +184,10 @@ def fit(
     logger.info("Training %s (%s) on %s for %d epochs", label, name, torch_device, config.epochs)
     resume = None
     if state_path is not None:
-        recipe = {k: v for k, v in vars(config).items() if k not in ("progress", "checkpoint_every", "resume")}
+        recipe = {k: v for k, v in vars(config).items() if k not in _NOT_IN_FINGERPRINT}
         key = fingerprint(method=method.describe(), training=recipe, model=spec, device=torch_device.type,
-                          data=[array_digest(a) for a in (train_set["images"], train_set["labels"], maps,
-                                                          val_set["images"], val_set["labels"])])
+                          data=[_digest(a) for a in (train_set["images"], train_set["labels"], maps,
+                                                     val_set["images"], val_set["labels"])])
         resume = ResumeSettings(Path(state_path), key, every=config.checkpoint_every, resume=config.resume)
     result = train_model(model, method, train, val, config, description=label, resume=resume, distributed=distributed)
     workers = "" if distributed is None else f" x {distributed.world_size} processes"

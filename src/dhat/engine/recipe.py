@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dhat.config import dataclass_from_dict, parse_pixel_value
+from dhat.data.loading import LoaderSettings, default_workers
 from dhat.engine.precision import PRECISIONS
 
 __all__ = ["SELECTION_METRICS", "TrainingConfig"]
@@ -36,7 +37,10 @@ class TrainingConfig:
     Validation and evaluation are always fp32. ``devices`` > 1 trains data-parallel in
     that many worker processes (:mod:`dhat.engine.distributed`; one GPU each on CUDA), with
     ``sync_batchnorm`` computing batch-norm statistics over the whole batch instead of
-    each worker's share; ``batch_size`` stays the global batch.
+    each worker's share; ``batch_size`` stays the global batch. ``loader_workers`` (``auto``
+    or a count; 0 decodes in the training process) and ``loader_prefetch`` feed a training
+    split that streams from its files (``data.storage: stream``); they change the speed,
+    never the result, and memory-mode runs ignore them.
     """
 
     epochs: int = 20
@@ -63,6 +67,8 @@ class TrainingConfig:
     compile: bool = False
     devices: int = 1
     sync_batchnorm: bool = False
+    loader_workers: int | str = "auto"
+    loader_prefetch: int = 2
 
     def validate(self, section: str = "training") -> TrainingConfig:
         """Check every field, naming ``section.<field>`` in errors; radii become floats."""
@@ -87,6 +93,11 @@ class TrainingConfig:
         if self.devices > self.batch_size:
             raise ValueError(f"{section}.devices ({self.devices}) exceeds {section}.batch_size ({self.batch_size}): "
                              "every worker needs images of each batch")
+        if self.loader_workers != "auto" and (isinstance(self.loader_workers, bool)
+                                              or not isinstance(self.loader_workers, int) or self.loader_workers < 0):
+            raise ValueError(f"{section}.loader_workers must be 'auto' or an integer >= 0, got {self.loader_workers!r}")
+        if isinstance(self.loader_prefetch, bool) or not isinstance(self.loader_prefetch, int) or self.loader_prefetch < 1:
+            raise ValueError(f"{section}.loader_prefetch must be an integer >= 1, got {self.loader_prefetch!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"{section}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.select_on not in SELECTION_METRICS:
@@ -101,6 +112,11 @@ class TrainingConfig:
     def from_dict(cls, values: Mapping[str, Any] | None, section: str = "training") -> TrainingConfig:
         """Build and validate from a parameter mapping (unknown keys are errors)."""
         return dataclass_from_dict(cls, values, section).validate(section)
+
+    def loader_settings(self) -> LoaderSettings:
+        """The stream-mode loader these settings ask for (``auto`` workers: :func:`~dhat.data.loading.default_workers`)."""
+        workers = default_workers() if self.loader_workers == "auto" else int(self.loader_workers)
+        return LoaderSettings(workers=workers, prefetch=self.loader_prefetch)
 
     def milestone_epochs(self) -> list[int]:
         """Epoch indices (0-based) at whose start the learning rate decays."""

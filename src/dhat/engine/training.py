@@ -22,13 +22,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dhat.attacks import batchnorm_mode, pgd
+from dhat.data.loading import TrainingSet
 from dhat.engine.augment import random_crop_flip
 from dhat.engine.distributed import Distributed, data_parallel, shard
 from dhat.engine.precision import autocast, make_scaler
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.resume import ResumeSettings, capture_rng, load_state, restore_rng, save_state
 from dhat.methods.base import Batch, EpochContext, TrainingMethod
-from dhat.tensors import DeviceImageSet
 
 __all__ = ["TrainingResult", "train_model", "seed_everything", "evaluate_clean_and_pgd"]
 
@@ -62,7 +62,7 @@ def _clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 
 def evaluate_clean_and_pgd(
-    model: nn.Module, data: DeviceImageSet, eps: float, step_size: float, steps: int, batch_size: int
+    model: nn.Module, data: TrainingSet, eps: float, step_size: float, steps: int, batch_size: int
 ) -> tuple[float, float]:
     """Clean and PGD accuracy (percent) in eval mode, fp32; used for checkpoint selection."""
     clean = robust = 0
@@ -147,7 +147,7 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
     model: nn.Module,
     method: TrainingMethod,
     optimizer: torch.optim.Optimizer,
-    train_set: DeviceImageSet,
+    train_set: TrainingSet,
     config: TrainingConfig,
     data_rng: torch.Generator,
     epoch: int,
@@ -163,16 +163,17 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
     split between the ranks and the epoch's means are over every rank's images.
     """
     batches = _shuffled_batches(len(train_set), config.batch_size, data_rng)
-    device = train_set.images.device
+    device = train_set.device
     sums: dict[str, torch.Tensor] = {}
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     show = config.progress and (distributed is None or distributed.is_main)
-    bar = tqdm(batches, desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not show)
-    for step, whole in enumerate(bar, start=1):
+    bar = tqdm(train_set.epoch_batches(batches, method.needs_masks), total=len(batches),
+               desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not show)
+    for step, (whole, images, maps) in enumerate(bar, start=1):
         x, masks = random_crop_flip(
-            train_set.float_images(whole),
-            train_set.float_masks(whole) if method.needs_masks else None,
+            images,
+            maps,
             padding=config.crop_padding,
             flip=config.flip,
             generator=data_rng,
@@ -239,8 +240,8 @@ def _synchronise_ranks(method: TrainingMethod, model: nn.Module, distributed: Di
 def train_model(
     model: nn.Module,
     method: TrainingMethod,
-    train_set: DeviceImageSet,
-    val_set: DeviceImageSet,
+    train_set: TrainingSet,
+    val_set: TrainingSet,
     config: TrainingConfig,
     description: str | None = None,
     resume: ResumeSettings | None = None,
@@ -272,7 +273,7 @@ def train_model(
             "run the mask_precomputation pipeline first"
         )
     seed_everything(config.seed)
-    device = train_set.images.device
+    device = train_set.device
     # Data order and augmentation draw from their own generator: every method trained with the same
     # seed sees the same batches and crops (common random numbers), whatever randomness its attacks use,
     # which makes paired comparisons between methods less noisy.

@@ -1,0 +1,187 @@
+"""Stream mode: images decoded from their files on demand (dhat.data.files) and fed by a DataLoader (dhat.data.loading).
+
+The values are checked against memory mode, which decodes the same files into one array:
+a streamed row, batch or whole training run must equal its memory-mode twin exactly.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dhat.data.files
+from dhat.data.files import FileImages, decode_image, listing_digest
+from dhat.data.loading import DecodeDataset, LoaderSettings, StreamImageSet, batch_loader, to_training_set
+from dhat.data.sources import read_images
+from dhat.engine.fitting import fit
+from dhat.engine.recipe import TrainingConfig
+from dhat.engine.training import _shuffled_batches
+from dhat.tensors import DeviceImageSet
+
+SIZE = 8
+
+
+def _write_folder(root: Path, n: int, seed: int = 0, size: int = SIZE) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``n`` random PNG images (lossless) with a learnable colour cue per class; relative names, pixels, labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    pixels = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    pixels[..., 0] = (labels * 100)[:, None, None]
+    names = []
+    for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
+        name = f"c{label}/{i:04d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / name)
+        names.append(name)
+    return names, pixels, labels.astype(np.int64)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> tuple[Path, list[str], np.ndarray, np.ndarray]:
+    names, pixels, labels = _write_folder(tmp_path, 64)
+    return tmp_path, names, pixels, labels
+
+
+def test_rows_decode_as_the_whole_array_does(folder):
+    root, names, pixels, _ = folder
+    images = FileImages(root, names, None)
+    assert images.shape == (64, SIZE, SIZE, 3) and images.dtype == np.uint8 and images.ndim == 4 and len(images) == 64
+    assert np.array_equal(images[5], pixels[5]) and np.array_equal(images[-1], pixels[-1])
+    assert np.array_equal(images[3:9], pixels[3:9])
+    order = np.array([7, 2, 2, 40])
+    assert np.array_equal(images[order], pixels[order])
+    assert np.array_equal(images.subset(order)[:], pixels[order])
+    assert np.array_equal(np.asarray(images), read_images([root / n for n in names], None))
+    with pytest.raises(IndexError):
+        images[64]
+    with pytest.raises(IndexError):
+        images[np.array([0, 64])]
+
+
+def test_resized_rows_equal_memory_modes_decoding(folder):
+    root, names, _, _ = folder
+    images = FileImages(root, names, 13)
+    assert images.shape == (64, 13, 13, 3)
+    assert np.array_equal(images[:], read_images([root / n for n in names], 13))
+    assert np.array_equal(images[10], decode_image(root / names[10], 13))
+
+
+def test_a_file_of_another_size_is_named_with_the_fix(folder):
+    root, names, _, _ = folder
+    Image.new("RGB", (5, 9)).save(root / names[3])
+    with pytest.raises(ValueError, match=rf"{names[3]} decodes to 5x9 .* set data.image_size"):
+        FileImages(root, names, None)[3]
+
+
+def test_materialising_a_set_too_large_for_memory_says_to_stream(folder, monkeypatch):
+    root, names, _, _ = folder
+    monkeypatch.setattr(dhat.data.files, "MATERIALISE_LIMIT_BYTES", 1000)
+    with pytest.raises(MemoryError, match="data.storage: stream"):
+        np.asarray(FileImages(root, names, None))
+
+
+def test_the_listing_digest_follows_files_sizes_and_resize_not_the_folder(folder, tmp_path):
+    root, names, _, _ = folder
+    digest = FileImages(root, names, None).digest()
+    sizes = [(root / n).stat().st_size for n in names]
+    assert digest == listing_digest(names, sizes, None)
+    assert listing_digest(names, sizes, 32) != digest
+    assert listing_digest(names[:-1], sizes[:-1], None) != digest
+    assert listing_digest(names[::-1], sizes[::-1], None) != digest
+    moved = tmp_path.parent / (tmp_path.name + "_moved")
+    root.rename(moved)
+    assert FileImages(moved, names, None, shape=(SIZE, SIZE, 3)).digest() == digest
+    Image.new("RGB", (SIZE, SIZE), (1, 2, 3)).save(moved / names[0])  # re-encoded: another byte count
+    assert FileImages(moved, names, None, shape=(SIZE, SIZE, 3)).digest() != digest
+
+
+def test_the_dataset_pickles_without_pixels(folder):
+    root, names, pixels, _ = folder
+    dataset = DecodeDataset(FileImages(root, names, None))
+    restored = pickle.loads(pickle.dumps(dataset))
+    assert len(pickle.dumps(dataset)) < pixels.nbytes
+    assert torch.equal(restored[4], torch.from_numpy(pixels[4]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loader_yields_the_drawn_batches_in_order_and_leaves_the_global_rng_alone(folder, workers):
+    root, names, pixels, _ = folder
+    loader, sampler = batch_loader(FileImages(root, names, None), LoaderSettings(workers=workers), seed=3)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    for _ in range(2):  # two epochs through the same (persistent) workers
+        batches = _shuffled_batches(len(names), 16, generator)
+        sampler.set_batches(batches)
+        got = list(loader)
+        assert len(got) == len(batches)
+        for batch, images in zip(batches, got, strict=True):
+            assert torch.equal(images, torch.from_numpy(pixels[batch.numpy()]))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_streamed_set_gives_memory_modes_floats(folder):
+    root, names, pixels, labels = folder
+    masks = np.random.default_rng(1).integers(0, 256, (64, SIZE, SIZE), dtype=np.uint8)
+    memory = to_training_set({"images": pixels, "labels": labels}, "cpu", masks=masks)
+    stream = to_training_set({"images": FileImages(root, names, None), "labels": labels}, "cpu", masks=masks)
+    assert isinstance(memory, DeviceImageSet) and isinstance(stream, StreamImageSet) and len(stream) == 64
+    index = torch.tensor([9, 1, 33])
+    assert torch.equal(stream.float_images(index), memory.float_images(index))
+    assert torch.equal(stream.float_images(slice(0, 10)), memory.float_images(slice(0, 10)))
+    batches = _shuffled_batches(64, 20, torch.Generator().manual_seed(0))
+    for (i_a, x_a, m_a), (i_b, x_b, m_b) in zip(memory.epoch_batches(batches, True), stream.epoch_batches(batches, True),
+                                                strict=True):
+        assert torch.equal(i_a, i_b) and torch.equal(x_a, x_b) and torch.equal(m_a, m_b)
+        assert x_b.is_contiguous()
+    assert all(m is None for _, _, m in stream.epoch_batches(batches, False))
+    with pytest.raises(ValueError, match="masks must have shape"):
+        to_training_set({"images": FileImages(root, names, None), "labels": labels}, "cpu", masks=masks[:, :4])
+
+
+def test_loader_settings_are_checked_by_name():
+    for bad in ({"loader_workers": -1}, {"loader_workers": "many"}, {"loader_prefetch": 0}):
+        with pytest.raises(ValueError, match=f"training.{next(iter(bad))}"):
+            TrainingConfig.from_dict(bad)
+    assert TrainingConfig.from_dict({"loader_workers": 3}).loader_settings().workers == 3
+
+
+def _history(frame):
+    return frame.drop(columns=[c for c in frame.columns if c.endswith("seconds")]).to_dict("list")
+
+
+@pytest.mark.parametrize("method", [{"name": "pgd_at", "params": {"attack": {"steps": 2}}},
+                                    {"name": "sglr", "params": {"attack": {"steps": 2}, "start_fraction": 0.5}}])
+def test_training_from_files_equals_training_from_memory(tmp_path, method, single_thread):
+    """Same seed, same CPU: the streamed run (in-process and with 2 decoding workers) has memory mode's weights and history."""
+    names, pixels, labels = _write_folder(tmp_path, 72, seed=4)
+    info = {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+    training = {"epochs": 2, "batch_size": 16, "val_steps": 2, "progress": False, "crop_padding": 1, "flip": True}
+    model = {"name": "small_cnn", "width": 4}
+
+    def run(images, val_images, workers):
+        return fit({"images": images, "labels": labels[:60]}, {"images": val_images, "labels": labels[60:]}, None, info,
+                   method, model, {**training, "loader_workers": workers}, "cpu")
+
+    files = FileImages(tmp_path, names, None)
+    memory = run(pixels[:60], pixels[60:], 0)
+    for workers in (0, 2):
+        streamed = run(files.subset(slice(0, 60)), files.subset(slice(60, None)), workers)
+        assert _history(streamed[2]) == _history(memory[2])
+        for part in (0, 1):
+            for key, value in memory[part]["state_dict"].items():
+                assert torch.equal(streamed[part]["state_dict"][key], value), key
+
+
+def test_data_parallel_training_needs_memory_mode(folder):
+    root, names, _, labels = folder
+    files = FileImages(root, names, None)
+    with pytest.raises(ValueError, match="data.storage: memory or training.devices: 1"):
+        fit({"images": files, "labels": labels}, {"images": files, "labels": labels}, None,
+            {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3},
+            {"name": "pgd_at"}, {"name": "small_cnn", "width": 4}, {"epochs": 1, "devices": 2}, "cpu")
