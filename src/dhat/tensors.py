@@ -121,7 +121,9 @@ def iterate_set(
     float ``[B, C, H, W]`` in ``[0, 1]`` (contiguous), exactly the values :meth:`DeviceImageSet.float_images`
     gives for the same rows.
     """
-    images = np.asarray(image_set["images"])
+    images = image_set["images"]
+    # Arrays, or array-likes that decode the rows they are asked for (stream mode's FileImages): chunk by chunk.
+    images = images if hasattr(images, "shape") and hasattr(images, "dtype") else np.asarray(images)
     labels = np.asarray(image_set["labels"])
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"{name}: images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")

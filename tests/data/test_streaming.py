@@ -15,12 +15,16 @@ import torch
 from PIL import Image
 
 import dhat.data.files
+import dhat.data.registry
 from dhat.data.files import FileImages, decode_image, listing_digest
 from dhat.data.loading import DecodeDataset, LoaderSettings, StreamImageSet, batch_loader, to_training_set
+from dhat.data.registry import load_source
 from dhat.data.sources import read_images
+from dhat.data.storage import choose_storage
 from dhat.engine.fitting import fit
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.training import _shuffled_batches
+from dhat.extras.datasets import ImageSetDataset
 from dhat.tensors import DeviceImageSet
 
 SIZE = 8
@@ -185,3 +189,58 @@ def test_data_parallel_training_needs_memory_mode(folder):
         fit({"images": files, "labels": labels}, {"images": files, "labels": labels}, None,
             {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3},
             {"name": "pgd_at"}, {"name": "small_cnn", "width": 4}, {"epochs": 1, "devices": 2}, "cpu")
+
+
+# ---------------------------------------------------------------- the storage mode and the index
+
+
+def test_auto_storage_keeps_memory_mode_while_the_data_fit_in_half_the_available_memory():
+    gib = 2**30
+    assert choose_storage("auto", "image_folder", 3 * gib, available=8 * gib).mode == "memory"
+    over = choose_storage("auto", "image_folder", 5 * gib, available=8 * gib)
+    assert over.mode == "stream" and "over half of the 8.0 GiB available" in over.reason
+    assert choose_storage("memory", "image_folder", 500 * gib, available=8 * gib).mode == "memory"
+    assert choose_storage("auto", "cifar10", 500 * gib, available=1).mode == "memory"  # arrays already
+    with pytest.raises(ValueError, match="data.storage: stream needs image files"):
+        choose_storage("stream", "embedded", 0)
+    with pytest.raises(ValueError, match="data.storage must be one of auto, memory, stream"):
+        choose_storage("disk", "image_folder", 0)
+
+
+def test_a_streamed_split_is_stored_as_its_index_and_loads_back(folder, tmp_path):
+    root, names, pixels, labels = folder
+    streamed = {"images": FileImages(root, names, 12), "labels": labels}
+    path = tmp_path / "out" / "train_set.npz"
+    ImageSetDataset(str(path)).save(streamed)
+    with np.load(path, allow_pickle=False) as archive:
+        assert "images" not in archive.files and archive["files"].shape == (64,)
+    assert path.stat().st_size < 4096  # names and labels, no pixels
+    loaded = ImageSetDataset(str(path)).load()
+    assert isinstance(loaded["images"], FileImages) and loaded["images"].shape == (64, 12, 12, 3)
+    assert np.array_equal(loaded["labels"], labels) and loaded["images"].files == names
+    assert np.array_equal(loaded["images"][7], decode_image(root / names[7], 12))
+    in_memory = {"images": pixels, "labels": labels}
+    ImageSetDataset(str(path)).save(in_memory)
+    assert np.array_equal(ImageSetDataset(str(path)).load()["images"], pixels)
+
+
+def test_image_folder_ingestion_in_stream_mode_decodes_nothing_but_the_first_image(tmp_path, monkeypatch):
+    for split, n in (("train", 40), ("test", 12)):
+        _write_folder(tmp_path / split, n, seed=len(split))
+    decoded = []
+    original = dhat.data.files.decode_image
+
+    def counting(path, image_size):
+        decoded.append(path)
+        return original(path, image_size)
+
+    monkeypatch.setattr(dhat.data.files, "decode_image", counting)
+    monkeypatch.setattr(dhat.data.registry, "decode_image", counting)
+    data = {"source": "image_folder", "root": str(tmp_path), "val_size": 8, "storage": "stream", "image_size": 10}
+    loaded = load_source(data)
+    assert len(decoded) == 1 and loaded.storage.mode == "stream"
+    assert [len(s["labels"]) for s in (loaded.train, loaded.val, loaded.test)] == [32, 8, 12]
+    memory = load_source({**data, "storage": "memory"})
+    for streamed, decoded_set in ((loaded.train, memory.train), (loaded.val, memory.val), (loaded.test, memory.test)):
+        assert np.array_equal(streamed["images"][:], decoded_set["images"])
+        assert np.array_equal(streamed["labels"], decoded_set["labels"])

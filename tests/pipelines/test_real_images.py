@@ -190,3 +190,40 @@ def test_the_cpu_studys_pipeline_runs_on_real_photographs(photos):
     assert masks.loc[("dhat_absolute_mask", 1), "rule"] == "absolute"
     titles = [ax.get_title() for ax in catalog.load("study_masks_figure").get_axes()[:4]]
     assert titles == ["image", "Grad-CAM map", "background:\nDHAT (mask omega 0.1)", "background:\nDHAT (quantile 0.5)"]
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_stream_mode_keeps_the_photographs_in_their_files_and_gives_memory_modes_metrics(real_project, photos, tmp_path):
+    """``data.storage: stream``: ingestion writes an index, not pixels; natural and PGD-AT train from the files (two
+    decoding workers) to the same metrics, per-image record and history as the memory-mode run, on the same CPU."""
+    project = shutil.copytree(real_project, tmp_path / "copy")
+    params = _tiny(photos)
+    params["data"]["storage"] = "stream"
+    params["training"]["loader_workers"] = 2
+    _run(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
+    with np.load(project / f"{DATA}/05_model_input/train_set.npz", allow_pickle=False) as index:
+        assert "images" not in index.files and index["files"].shape == (250,) and str(index["storage"]) == "stream"
+    info = json.loads((project / f"{DATA}/05_model_input/dataset_info.json").read_text())
+    memory_info = json.loads((real_project / f"{DATA}/05_model_input/dataset_info.json").read_text())
+    assert info["storage"] == "stream" and memory_info["storage"] == "memory"
+    assert info["mean"] == memory_info["mean"] and info["std"] == memory_info["std"]  # exact integer sums either way
+    _run(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["natural", "pgd_at"], params=params)
+    for method in ("natural", "pgd_at"):
+        out = f"{DATA}/07_model_output/{method}"
+        streamed, memory = (json.loads(_latest(p / f"{out}/metrics.json").read_text()) for p in (project, real_project))
+        assert _without_timings(streamed) == _without_timings(memory), method
+        histories = [pd.read_csv(_latest(p / f"{out}/history.csv")) for p in (project, real_project)]
+        for frame in histories:
+            frame.drop(columns=[c for c in frame.columns if c.endswith("seconds")], inplace=True)
+        pd.testing.assert_frame_equal(*histories)
+        records = [NpzDataset(str(_latest(p / f"{out}/per_image.npz"))).load() for p in (project, real_project)]
+        assert records[0].keys() == records[1].keys()
+        for key in records[0]:
+            np.testing.assert_equal(records[0][key], records[1][key])

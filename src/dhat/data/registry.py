@@ -29,6 +29,7 @@ import numpy as np
 from dhat.data.capabilities import DECORRELATED_VALIDATION, EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
 from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY, read_mask_array, read_mask_files
+from dhat.data.files import FileImages, decode_image
 from dhat.data.sources import (
     check_image_size,
     check_same_size,
@@ -37,6 +38,7 @@ from dhat.data.sources import (
     read_images,
 )
 from dhat.data.splits import index_set, split_positions, subset_positions
+from dhat.data.storage import StorageChoice, choose_storage
 from dhat.registry import Registry
 
 __all__ = ["EXTERNAL_MASKS_KEY", "SourceData", "available_sources", "load_source", "register_source", "source_provides"]
@@ -55,6 +57,7 @@ class SourceData:
     class_names: list[str]
     variants: dict[str, ImageSet] = field(default_factory=dict)
     val_variants: dict[str, ImageSet] = field(default_factory=dict)
+    storage: StorageChoice | None = None  # set by sources that can stream; None: arrays in memory
 
 
 SourceLoader = Callable[[Mapping[str, Any], int], SourceData]
@@ -205,12 +208,29 @@ def _image_folder(data: Mapping[str, Any], seed: int) -> SourceData:
         return {"images": read_images([files[p] for p in positions], image_size, desc),
                 "labels": labels[positions].astype(np.int64)}
 
-    train = decode(listing.train_files, listing.train_labels, chosen.train, "train images")
-    val = decode(listing.train_files, listing.train_labels, chosen.val, "validation images", like=train)
-    test = decode(listing.test_files, listing.test_labels, chosen.test, "test images")
+    first = decode_image(listing.train_files[chosen.train[0] if len(chosen.train) else 0], image_size)
+    kept = len(chosen.train) + len(chosen.val) + len(chosen.test)
+    storage = choose_storage(data.get("storage", "auto"), "image_folder", kept * first.nbytes)
+    if storage.mode == "stream":
+        train, val, test = (_file_set(listing.root, files, labels, positions, image_size, first.shape)
+                            for files, labels, positions in ((listing.train_files, listing.train_labels, chosen.train),
+                                                             (listing.train_files, listing.train_labels, chosen.val),
+                                                             (listing.test_files, listing.test_labels, chosen.test)))
+    else:
+        train = decode(listing.train_files, listing.train_labels, chosen.train, "train images")
+        val = decode(listing.train_files, listing.train_labels, chosen.val, "validation images", like=train)
+        test = decode(listing.test_files, listing.test_labels, chosen.test, "test images")
     check_same_size(train["images"], test["images"])
     if data.get("external_masks"):
         train[EXTERNAL_MASKS_KEY] = _external_masks(
             data, chosen.train, len(listing.train_labels), train["images"].shape[1:3], resize=image_size is not None,
             files=listing.train_files, root=listing.root)
-    return SourceData(train, val, test, listing.class_names)
+    return SourceData(train, val, test, listing.class_names, storage=storage)
+
+
+def _file_set(root: Path, files: list[Path], labels: np.ndarray, positions: np.ndarray, image_size: int | None,
+              shape: tuple[int, ...]) -> dict[str, Any]:
+    """A split that stays in its files (stream mode): its images as :class:`FileImages`, nothing decoded."""
+    names = [files[p].relative_to(root).as_posix() for p in positions]
+    return {"images": FileImages(root, names, image_size, shape=shape),  # type: ignore[arg-type]
+            "labels": labels[positions].astype(np.int64)}

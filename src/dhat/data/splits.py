@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from dhat.data.files import FileImages
+
 __all__ = [
     "validate_image_set",
     "set_size",
@@ -47,7 +49,7 @@ def validate_image_set(image_set: Mapping[str, np.ndarray], name: str = "image_s
         raise ValueError(f"{name} has no 'labels' array; an image set needs at least 'labels' (keys: {sorted(image_set)})")
     sizes: dict[str, int] = {}
     for key, value in image_set.items():
-        if not isinstance(value, np.ndarray) or value.ndim == 0:
+        if not isinstance(value, np.ndarray | FileImages) or value.ndim == 0:
             raise ValueError(f"{name}[{key!r}] must be a numpy array with a first (sample) dimension")
         sizes[key] = int(value.shape[0])
     if len(set(sizes.values())) > 1:

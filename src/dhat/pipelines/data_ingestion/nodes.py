@@ -10,6 +10,7 @@ import numpy as np
 from dhat.data import concat_sets, load_extra_npz
 from dhat.data.registry import EXTERNAL_MASKS_KEY, load_source, source_provides
 from dhat.data.statistics import channel_statistics
+from dhat.data.storage import choose_storage
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dic
     loaded = load_source(data)
     train, val, test, variants, class_names = loaded.train, loaded.val, loaded.test, loaded.variants, loaded.class_names
     val_variants = loaded.val_variants
+    storage = loaded.storage or choose_storage(
+        data.get("storage", "auto"), source, sum(int(s["images"].nbytes) for s in (train, val, test)))
+    logger.info("Data storage: %s (%s)", storage.mode, storage.reason)
+    if data.get("extra_npz") and storage.mode == "stream":
+        raise ValueError("data.extra_npz appends arrays to the training images, which data.storage: stream keeps in "
+                         "their files; set data.storage: memory to use extra training data")
     if data.get("extra_npz"):
         if EXTERNAL_MASKS_KEY in train:
             raise ValueError("data.extra_npz and data.external_masks cannot be combined: the external masks cover the "
@@ -51,6 +58,8 @@ def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dic
         "has_true_masks": "masks" in train,
         "has_external_masks": EXTERNAL_MASKS_KEY in train,
         "provides": sorted(source_provides(data)),
+        "storage": storage.mode,
+        "storage_reason": storage.reason,
         "selection": {key: data.get(key) for key in ("val_size", "train_size", "test_size")},
         "variants": sorted(variants),
         "val_variants": sorted(val_variants),

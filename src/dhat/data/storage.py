@@ -1,0 +1,119 @@
+"""Where a data set's pixels live between pipeline stages: ``data.storage: auto | memory | stream``.
+
+- ``memory``: every split decoded into one uint8 array, written to its ``.npz`` (the fastest
+  path; on a GPU the whole training split sits on the device).
+- ``stream``: the splits stay the user's image files. Ingestion writes an *index* (relative
+  file names, labels, the resize, the listing digest) instead of pixels; training streams
+  batches through a ``DataLoader`` (:mod:`dhat.data.loading`), and evaluation and the analyses
+  decode the bounded subsets they score.
+- ``auto`` (default): ``memory`` when the decoded splits take at most half of the memory the
+  host has available now, else ``stream``; the choice and its reason are logged.
+
+Only the ``image_folder`` source has files to stream; the others are arrays already.
+:func:`image_set_to_arrays` and :func:`arrays_to_image_set` turn a streamed image set into
+plain arrays and back, so the catalog stores its index like any other ``.npz`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dhat.data.files import FileImages
+
+__all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "choose_storage",
+           "image_set_to_arrays"]
+
+logger = logging.getLogger(__name__)
+
+STORAGE_MODES = ("auto", "memory", "stream")
+
+#: Share of the host's available memory that memory mode may fill with decoded images under ``auto``.
+MEMORY_SHARE = 0.5
+
+# Keys of a streamed image set's index in its .npz file.
+_STORAGE, _ROOT, _FILES, _SIZE, _SHAPE, _DIGEST = ("storage", "root", "files", "image_size", "image_shape", "digest")
+_INDEX_KEYS = (_STORAGE, _ROOT, _FILES, _SIZE, _SHAPE, _DIGEST)
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (``None`` where the file does not exist)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class StorageChoice:
+    """The storage mode a run uses and why (for the log and ``dataset_info``)."""
+
+    mode: str
+    reason: str
+
+
+def choose_storage(requested: Any, source: str, decoded_bytes: int, available: int | None = None) -> StorageChoice:
+    """Resolve ``data.storage`` for a source whose splits would take ``decoded_bytes`` decoded.
+
+    Raises:
+        ValueError: naming ``data.storage`` for an unknown mode, or ``stream`` for a source
+            that has no image files (every source but ``image_folder``).
+    """
+    if requested not in STORAGE_MODES:
+        raise ValueError(f"data.storage must be one of {', '.join(STORAGE_MODES)}, got {requested!r}")
+    size = f"{decoded_bytes / 2**30:.2f} GiB decoded"
+    if source != "image_folder":
+        if requested == "stream":
+            raise ValueError(f"data.storage: stream needs image files (data.source: image_folder); the {source!r} "
+                             "source's images are arrays already: set data.storage: memory (or auto)")
+        return StorageChoice("memory", f"{source} data are arrays ({size})")
+    if requested != "auto":
+        return StorageChoice(requested, f"data.storage: {requested} ({size})")
+    available = available_memory_bytes() if available is None else available
+    if available is None:
+        return StorageChoice("memory", f"{size}; the available memory is unknown, so memory mode (set data.storage)")
+    budget = MEMORY_SHARE * available
+    mode = "memory" if decoded_bytes <= budget else "stream"
+    relation = "within" if mode == "memory" else "over"
+    return StorageChoice(mode, f"{size}, {relation} half of the {available / 2**30:.1f} GiB available")
+
+
+def image_set_to_arrays(image_set: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """An image set as arrays only: a streamed set's :class:`FileImages` become its index entries."""
+    images = image_set.get("images")
+    if not isinstance(images, FileImages):
+        return dict(image_set)
+    clash = set(_INDEX_KEYS) & set(image_set)
+    if clash:
+        raise ValueError(f"a streamed image set cannot hold keys named {sorted(clash)}")
+    rest = {key: value for key, value in image_set.items() if key != "images"}
+    return {
+        **rest,
+        _STORAGE: np.array("stream"),
+        _ROOT: np.array(images.root),
+        _FILES: np.array([name.encode("utf-8") for name in images.files], dtype=bytes),
+        _SIZE: np.array(-1 if images.image_size is None else int(images.image_size)),
+        _SHAPE: np.array(images.shape[1:], dtype=np.int64),
+        _DIGEST: np.array(images.digest()),
+    }
+
+
+def arrays_to_image_set(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`image_set_to_arrays`: an index becomes a set whose ``images`` are :class:`FileImages`."""
+    if _STORAGE not in arrays:
+        return dict(arrays)
+    if str(arrays[_STORAGE]) != "stream":
+        raise ValueError(f"unknown image-set storage {str(arrays[_STORAGE])!r} in the index; rerun data_ingestion")
+    size = int(arrays[_SIZE])
+    files = [bytes(name).decode("utf-8") for name in np.asarray(arrays[_FILES])]
+    shape = tuple(int(v) for v in np.asarray(arrays[_SHAPE]))
+    images = FileImages(str(arrays[_ROOT]), files, None if size < 0 else size, shape=shape)  # type: ignore[arg-type]
+    return {"images": images, **{key: value for key, value in arrays.items() if key not in _INDEX_KEYS}}
