@@ -52,6 +52,23 @@ def test_a_run_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_pa
               torch.load(tmp_path / "resumed.pt", weights_only=True))
 
 
+def test_a_streamed_run_killed_after_epoch_two_resumes_to_the_memory_mode_result(tmp_path):
+    """Stream mode (images in PNG files, two decoding workers): killed, resumed, equal to an uninterrupted memory-mode run."""
+    reference = _child("pgd_at", tmp_path / "reference_state.pt", tmp_path / "reference.pt")
+    assert reference.returncode == 0, reference.stderr
+    stream = ("--stream", str(tmp_path / "images"), "--workers", "2")
+    crashed = _child("pgd_at", tmp_path / "state.pt", tmp_path / "unused.pt", "--kill-after", "2", *stream)
+    assert crashed.returncode == -signal.SIGKILL and torch.load(tmp_path / "state.pt", weights_only=True)["epoch"] == 2
+    resumed = _child("pgd_at", tmp_path / "state.pt", tmp_path / "resumed.pt", *stream)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 2 of 4" in resumed.stderr
+    _same_run(torch.load(tmp_path / "reference.pt", weights_only=True),
+              torch.load(tmp_path / "resumed.pt", weights_only=True))
+    # The memory-mode state does not resume a streamed run (the data digests differ): it starts afresh.
+    fresh = _child("pgd_at", tmp_path / "reference_state.pt", tmp_path / "fresh.pt", *stream)
+    assert fresh.returncode == 0 and "resuming" not in fresh.stderr
+
+
 def test_a_changed_configuration_starts_fresh_and_says_why(tmp_path):
     crashed = _child("pgd_at", tmp_path / "state.pt", tmp_path / "unused.pt", "--kill-after", "2")
     assert crashed.returncode == -signal.SIGKILL
