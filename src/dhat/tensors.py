@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "to_device_set"]
+__all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "labels_and_masks", "to_device_set"]
 
 
 @dataclass
@@ -85,23 +85,30 @@ def to_device_set(
         if key not in image_set:
             raise ValueError(f"{name} has no {key!r} array; re-run the data_ingestion pipeline")
     images = np.asarray(image_set["images"])
-    labels = np.asarray(image_set["labels"])
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"{name}: images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"{name}: labels must have shape [{images.shape[0]}], got {labels.shape}")
-    chosen_masks = masks if masks is not None else image_set.get("masks")
-    mask_tensor = None
-    if chosen_masks is not None:
-        chosen_masks = np.asarray(chosen_masks)
-        if chosen_masks.shape != images.shape[:3]:
-            raise ValueError(f"{name}: masks must have shape {images.shape[:3]}, got {chosen_masks.shape}")
-        mask_tensor = torch.from_numpy(_writable(chosen_masks.astype(np.uint8, copy=False))).to(device)
+    label_tensor, mask_tensor = labels_and_masks(image_set, images.shape, device, masks, name)
     # A view in NCHW order of the NHWC array (channels-last strides): no copy of the images on the CPU,
     # one copy onto an accelerator. Batches come out contiguous from float_images.
     image_tensor = torch.from_numpy(_writable(images)).permute(0, 3, 1, 2).to(device)
-    label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
     return DeviceImageSet(images=image_tensor, labels=label_tensor, masks=mask_tensor)
+
+
+def labels_and_masks(image_set: Mapping[str, np.ndarray], shape: tuple[int, ...], device: torch.device | str,
+                     masks: np.ndarray | None = None, name: str = "image set") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The set's labels (int64) and masks (``masks`` if given, else its own ``masks``; uint8 or ``None``) on ``device``,
+    checked against the images' ``shape`` ``[N, H, W, C]``."""
+    labels = np.asarray(image_set["labels"])
+    if labels.shape != (shape[0],):
+        raise ValueError(f"{name}: labels must have shape [{shape[0]}], got {labels.shape}")
+    chosen = masks if masks is not None else image_set.get("masks")
+    mask_tensor = None
+    if chosen is not None:
+        chosen = np.asarray(chosen)
+        if chosen.shape != tuple(shape[:3]):
+            raise ValueError(f"{name}: masks must have shape {tuple(shape[:3])}, got {chosen.shape}")
+        mask_tensor = torch.from_numpy(_writable(chosen.astype(np.uint8, copy=False))).to(device)
+    return torch.from_numpy(labels.astype(np.int64)).to(device), mask_tensor
 
 
 def _writable(array: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dhat.data.files import FileImages
-from dhat.tensors import DeviceImageSet, float_batch, float_masks, to_device_set
+from dhat.tensors import DeviceImageSet, float_batch, float_masks, labels_and_masks, to_device_set
 
 __all__ = ["DecodeDataset", "FixedBatches", "LoaderSettings", "StreamImageSet", "batch_loader", "default_workers",
            "to_training_set", "TrainingSet"]
@@ -174,15 +174,5 @@ def to_training_set(image_set: Mapping[str, Any], device: torch.device | str, ma
     images = image_set.get("images")
     if not isinstance(images, FileImages):
         return to_device_set(image_set, device, masks=masks, name=name)
-    labels = np.asarray(image_set["labels"])
-    if labels.shape != (len(images),):
-        raise ValueError(f"{name}: labels must have shape [{len(images)}], got {labels.shape}")
-    chosen = masks if masks is not None else image_set.get("masks")
-    mask_tensor = None
-    if chosen is not None:
-        chosen = np.asarray(chosen)
-        if chosen.shape != images.shape[:3]:
-            raise ValueError(f"{name}: masks must have shape {images.shape[:3]}, got {chosen.shape}")
-        mask_tensor = torch.from_numpy(np.ascontiguousarray(chosen, dtype=np.uint8)).to(device)
-    label_tensor = torch.from_numpy(labels.astype(np.int64)).to(device)
+    label_tensor, mask_tensor = labels_and_masks(image_set, images.shape, device, masks, name)
     return StreamImageSet(images, label_tensor, mask_tensor, loader or LoaderSettings(), seed)
