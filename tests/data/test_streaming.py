@@ -20,12 +20,13 @@ from dhat.data.files import FileImages, decode_image, listing_digest
 from dhat.data.loading import DecodeDataset, LoaderSettings, StreamImageSet, batch_loader, to_training_set
 from dhat.data.registry import load_source
 from dhat.data.sources import read_images
+from dhat.data.statistics import channel_statistics
 from dhat.data.storage import choose_storage
 from dhat.engine.fitting import fit
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.training import _shuffled_batches
 from dhat.extras.datasets import ImageSetDataset
-from dhat.tensors import DeviceImageSet
+from dhat.tensors import DeviceImageSet, iterate_set
 
 SIZE = 8
 
@@ -244,3 +245,13 @@ def test_image_folder_ingestion_in_stream_mode_decodes_nothing_but_the_first_ima
     for streamed, decoded_set in ((loaded.train, memory.train), (loaded.val, memory.val), (loaded.test, memory.test)):
         assert np.array_equal(streamed["images"][:], decoded_set["images"])
         assert np.array_equal(streamed["labels"], decoded_set["labels"])
+
+
+def test_whole_set_passes_decode_a_streamed_set_chunk_by_chunk_to_the_same_batches(folder):
+    root, names, pixels, labels = folder
+    streamed = list(iterate_set({"images": FileImages(root, names, None), "labels": labels}, "cpu", 24))
+    memory = list(iterate_set({"images": pixels, "labels": labels}, "cpu", 24))
+    assert [(s, e) for s, e, _, _ in streamed] == [(0, 24), (24, 48), (48, 64)]
+    for (_, _, x_a, y_a), (_, _, x_b, y_b) in zip(streamed, memory, strict=True):
+        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    assert channel_statistics(FileImages(root, names, None)) == channel_statistics(pixels)
