@@ -1,6 +1,6 @@
 """Photograph-sized JPEGs for the loader benchmark, made from scikit-learn's two bundled photographs.
 
-    python scripts/make_photo_jpegs.py --out /tmp/photo_jpegs --n 2000
+    python scripts/make_photo_jpegs.py --out data/09_benchmarks/photo_jpegs --n 2000
 
 Upscaled 32-pixel JPEGs decode far faster than photographs. These files are closer to
 ImageNet's: random crops (40-100 % of each side) of the two 427x640 sample photographs
