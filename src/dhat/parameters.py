@@ -16,7 +16,7 @@ from dhat.attention.reference_model import MaskModelSettings
 from dhat.config import resolve_device
 from dhat.data.capabilities import Requirement, describe_unmet, unmet_requirements
 from dhat.data.registry import check_source, source_provides
-from dhat.data.storage import choose_storage
+from dhat.data.storage import check_storage
 from dhat.engine.fitting import split_method_params
 from dhat.engine.recipe import TrainingConfig
 from dhat.evaluation.sections import EvaluationSettings, TransferSettings
@@ -60,7 +60,7 @@ def _validate_data(data: Mapping[str, Any]) -> None:
         raise ValueError(f"data.embedded.rho_train must be in [0, 1], got {rho}")
     for key in ("train_size", "test_size"):
         _validate_size(data.get(key), f"data.{key}")
-    choose_storage(data.get("storage", "auto"), source, 0, available=1)  # the mode's name, and stream's source
+    check_storage(data.get("storage", "auto"), source)
     if source == "image_folder" and data.get("root") and not Path(str(data["root"])).is_dir():
         raise ValueError(f"data.root={str(data['root'])!r} does not exist; the image_folder source needs a folder "
                          "<root>/{train,test}/<class>/<image> (set data.root, e.g. --params data.root=<folder>)")

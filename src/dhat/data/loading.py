@@ -66,10 +66,6 @@ class FixedBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
-def _stack(images: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(images)
-
-
 def default_workers() -> int:
     """Decoding processes when ``training.loader_workers`` is ``auto``: the CPUs less one for the main process, at most 8."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
@@ -101,7 +97,7 @@ def batch_loader(images: FileImages, settings: LoaderSettings, seed: int, pin_me
     sampler = FixedBatches()
     multi = settings.workers > 0
     loader = DataLoader(
-        DecodeDataset(images), batch_sampler=sampler, num_workers=settings.workers, collate_fn=_stack,
+        DecodeDataset(images), batch_sampler=sampler, num_workers=settings.workers, collate_fn=torch.stack,
         pin_memory=pin_memory, prefetch_factor=settings.prefetch if multi else None, persistent_workers=multi,
         multiprocessing_context=settings.start_method if multi else None,
         generator=torch.Generator().manual_seed(int(seed)),

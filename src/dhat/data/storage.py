@@ -25,7 +25,7 @@ import numpy as np
 
 from dhat.data.files import FileImages
 
-__all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "choose_storage",
+__all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "check_storage", "choose_storage",
            "image_set_to_arrays"]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,15 @@ class StorageChoice:
     reason: str
 
 
+def check_storage(requested: Any, source: str) -> None:
+    """``data.storage`` names a mode, and ``stream`` only for a source of image files; else a ``ValueError`` naming it."""
+    if requested not in STORAGE_MODES:
+        raise ValueError(f"data.storage must be one of {', '.join(STORAGE_MODES)}, got {requested!r}")
+    if requested == "stream" and source != "image_folder":
+        raise ValueError(f"data.storage: stream needs image files (data.source: image_folder); the {source!r} "
+                         "source's images are arrays already: set data.storage: memory (or auto)")
+
+
 def choose_storage(requested: Any, source: str, decoded_bytes: int, available: int | None = None) -> StorageChoice:
     """Resolve ``data.storage`` for a source whose splits would take ``decoded_bytes`` decoded.
 
@@ -67,13 +76,9 @@ def choose_storage(requested: Any, source: str, decoded_bytes: int, available: i
         ValueError: naming ``data.storage`` for an unknown mode, or ``stream`` for a source
             that has no image files (every source but ``image_folder``).
     """
-    if requested not in STORAGE_MODES:
-        raise ValueError(f"data.storage must be one of {', '.join(STORAGE_MODES)}, got {requested!r}")
+    check_storage(requested, source)
     size = f"{decoded_bytes / 2**30:.2f} GiB decoded"
     if source != "image_folder":
-        if requested == "stream":
-            raise ValueError(f"data.storage: stream needs image files (data.source: image_folder); the {source!r} "
-                             "source's images are arrays already: set data.storage: memory (or auto)")
         return StorageChoice("memory", f"{source} data are arrays ({size})")
     if requested != "auto":
         return StorageChoice(requested, f"data.storage: {requested} ({size})")

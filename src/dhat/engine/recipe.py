@@ -93,11 +93,7 @@ class TrainingConfig:
         if self.devices > self.batch_size:
             raise ValueError(f"{section}.devices ({self.devices}) exceeds {section}.batch_size ({self.batch_size}): "
                              "every worker needs images of each batch")
-        if self.loader_workers != "auto" and (isinstance(self.loader_workers, bool)
-                                              or not isinstance(self.loader_workers, int) or self.loader_workers < 0):
-            raise ValueError(f"{section}.loader_workers must be 'auto' or an integer >= 0, got {self.loader_workers!r}")
-        if isinstance(self.loader_prefetch, bool) or not isinstance(self.loader_prefetch, int) or self.loader_prefetch < 1:
-            raise ValueError(f"{section}.loader_prefetch must be an integer >= 1, got {self.loader_prefetch!r}")
+        self.loader_settings()  # LoaderSettings checks loader_workers and loader_prefetch by name
         if self.precision not in PRECISIONS:
             raise ValueError(f"{section}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.select_on not in SELECTION_METRICS:
@@ -115,7 +111,7 @@ class TrainingConfig:
 
     def loader_settings(self) -> LoaderSettings:
         """The stream-mode loader these settings ask for (``auto`` workers: :func:`~dhat.data.loading.default_workers`)."""
-        workers = default_workers() if self.loader_workers == "auto" else int(self.loader_workers)
+        workers = default_workers() if self.loader_workers == "auto" else self.loader_workers
         return LoaderSettings(workers=workers, prefetch=self.loader_prefetch)
 
     def milestone_epochs(self) -> list[int]:
