@@ -125,8 +125,8 @@ def phase_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model.eval()
     started = time.perf_counter()
     subset = to_device_set(take_subset(test, args.n_eval, seed=0), "cpu", name="test_set")
-    clean, robust = evaluate_clean_and_pgd(model, subset, 8 / 255, 2 / 255, 10, 100)
-    return {"n_images": args.n_eval, "clean": clean, "pgd10": robust, "seconds": time.perf_counter() - started}
+    clean, robust = evaluate_clean_and_pgd(model, subset, 8 / 255, 2 / 255, 10, args.attack_batch)
+    return {"n_images": args.n_eval, "attack_batch": args.attack_batch, "clean": clean, "pgd10": robust, "seconds": time.perf_counter() - started}
 
 
 def phase_loader(args: argparse.Namespace, root: Path, image_size: int, batches: int) -> dict[str, Any]:
@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="decoding processes while training")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-eval", type=int, default=1000)
+    parser.add_argument("--attack-batch", type=int, default=50,
+                        help="images per PGD batch in the evaluation (activations at 224 px set the peak)")
     parser.add_argument("--phases", default="ingest,train,evaluate")
     parser.add_argument("--loader-root", type=Path, action="append", default=[],
                         help="folders whose decoding rate is measured (each at --image-size)")
