@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dhat.attention.stored import check_stored_maps, is_feature_maps, pixel_maps
+
 __all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "labels_and_masks", "to_device_set"]
 
 
@@ -25,7 +27,7 @@ class DeviceImageSet:
 
     images: torch.Tensor
     labels: torch.Tensor
-    masks: torch.Tensor | None = None
+    masks: torch.Tensor | None = None  # or float32 [N, h, w] feature-resolution Grad-CAM (dhat.attention.stored)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -50,16 +52,25 @@ class DeviceImageSet:
         return float_batch(self.images if index is None else self.images[index])
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
-        """Masks (all, or ``index``) as float in ``[0, 1]``, or ``None``."""
-        return float_masks(self.masks, index)
+        """Masks (all, or ``index``) as float ``[B, H, W]`` in ``[0, 1]`` at the images' size, or ``None``."""
+        return float_masks(self.masks, index, self.images.shape[-2:])
 
 
-def float_masks(masks: torch.Tensor | None, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
-    """uint8 masks (all, or ``index``) as float in ``[0, 1]``, or ``None`` without masks."""
+def float_masks(masks: torch.Tensor | None, index: torch.Tensor | slice | None = None,
+                size: tuple[int, int] | torch.Size | None = None) -> torch.Tensor | None:
+    """Stored masks (all, or ``index``) as float ``[B, H, W]`` in ``[0, 1]``, or ``None`` without masks.
+
+    uint8 masks are pixel-level; float32 ones are feature-resolution Grad-CAM, expanded to ``size``
+    (the images' height and width) on their device (:func:`dhat.attention.stored.pixel_maps`).
+    """
     if masks is None:
         return None
     selected = masks if index is None else masks[index]
-    return selected.float().div_(255.0)
+    if size is None:
+        if selected.dtype != torch.uint8:
+            raise ValueError("feature-resolution maps need the images' size to expand to")
+        size = selected.shape[-2:]
+    return pixel_maps(selected, size)
 
 
 def float_batch(images: torch.Tensor) -> torch.Tensor:
@@ -78,7 +89,8 @@ def to_device_set(
     Args:
         image_set: mapping with ``images`` and ``labels`` (and optionally ``masks``).
         device: target device.
-        masks: attention maps to use instead of ``image_set["masks"]`` (uint8 ``[N, H, W]``).
+        masks: attention maps to use instead of ``image_set["masks"]`` (uint8 ``[N, H, W]``, or float32
+            feature-resolution Grad-CAM ``[N, h, w]``, see :mod:`dhat.attention.stored`).
         name: dataset name for error messages.
     """
     for key in ("images", "labels"):
@@ -105,9 +117,9 @@ def labels_and_masks(image_set: Mapping[str, np.ndarray], shape: tuple[int, ...]
     mask_tensor = None
     if chosen is not None:
         chosen = np.asarray(chosen)
-        if chosen.shape != tuple(shape[:3]):
-            raise ValueError(f"{name}: masks must have shape {tuple(shape[:3])}, got {chosen.shape}")
-        mask_tensor = torch.from_numpy(_writable(chosen.astype(np.uint8, copy=False))).to(device)
+        check_stored_maps(chosen, tuple(shape), name)
+        kept = chosen if is_feature_maps(chosen) else chosen.astype(np.uint8, copy=False)
+        mask_tensor = torch.from_numpy(_writable(kept)).to(device)
     return torch.from_numpy(labels.astype(np.int64)).to(device), mask_tensor
 
 

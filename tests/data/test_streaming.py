@@ -160,15 +160,17 @@ def _history(frame):
     return frame.drop(columns=[c for c in frame.columns if c.endswith("seconds")]).to_dict("list")
 
 
-@pytest.mark.parametrize(("method", "worker_counts"), [({"name": "pgd_at", "params": {"attack": {"steps": 2}}}, (0, 2)),
-                                                       ({"name": "sglr", "params": {"attack": {"steps": 2},
-                                                                                    "start_fraction": 0.5}}, (0,))])
-def test_training_from_files_equals_training_from_memory(tmp_path, method, worker_counts, single_thread):
+@pytest.mark.parametrize(("method", "worker_counts", "augment"), [
+    ({"name": "pgd_at", "params": {"attack": {"steps": 2}}}, (0, 2), "crop_flip"),
+    ({"name": "pgd_at", "params": {"attack": {"steps": 1}}}, (0,), "resized_crop"),
+    ({"name": "sglr", "params": {"attack": {"steps": 2}, "start_fraction": 0.5}}, (0,), "crop_flip")])
+def test_training_from_files_equals_training_from_memory(tmp_path, method, worker_counts, augment, single_thread):
     """Same seed, same CPU: the streamed run (in-process, and with 2 decoding workers) has memory mode's weights and
-    history; SGLR's per-sample state follows the same indices."""
+    history, with either augmentation; SGLR's per-sample state follows the same indices."""
     names, pixels, labels = _write_folder(tmp_path, 72, seed=4)
     info = {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
-    training = {"epochs": 2, "batch_size": 16, "val_steps": 2, "progress": False, "crop_padding": 1, "flip": True}
+    training = {"epochs": 2, "batch_size": 16, "val_steps": 2, "progress": False, "crop_padding": 1, "flip": True,
+                "augment": augment}
     model = {"name": "small_cnn", "width": 4}
 
     def run(images, val_images, workers):

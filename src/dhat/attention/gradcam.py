@@ -14,15 +14,17 @@ import torch.nn.functional as F
 from dhat.attacks import batchnorm_mode
 from dhat.models import ImageClassifier
 
-__all__ = ["grad_cam", "grad_cam_batched", "region_iou", "foreground_iou", "quantize_masks", "dequantize_masks"]
+__all__ = ["expand_cam", "grad_cam", "grad_cam_raw", "grad_cam_batched", "region_iou", "foreground_iou", "quantize_masks", "dequantize_masks"]
 
 
-def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of ``model`` for class ``target`` on images ``x`` (model in eval mode).
+def grad_cam_raw(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``model`` for class ``target`` at the feature map's own resolution (model in eval mode).
 
     Returns:
-        Maps of shape ``[B, H, W]`` in ``[0, 1]``; an image whose map is constant
-        (no positive evidence anywhere) gets all zeros.
+        The ReLU of the gradient-weighted channel sum, float ``[B, h, w]`` (``h x w`` is the
+        last feature map's grid: 4x4 for a ResNet-18 on 32x32 images, 7x7 on 224x224),
+        before any upsampling or normalisation; :func:`expand_cam` turns it into the map
+        :func:`grad_cam` returns.
     """
     with batchnorm_mode(model, "eval"):
         # The gradient is w.r.t. the feature map only: the backbone runs without autograd (no
@@ -35,12 +37,31 @@ def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> t
         score = logits.gather(1, target.view(-1, 1)).sum()
         (grads,) = torch.autograd.grad(score, feature_map)
     weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * feature_map.detach()).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+    return F.relu((weights * feature_map.detach()).sum(dim=1))
+
+
+def expand_cam(raw: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Feature-resolution Grad-CAM ``[B, h, w]`` -> the image-resolution map ``[B, H, W]`` in ``[0, 1]``.
+
+    Bilinear upsampling to ``size`` (``align_corners=False``), then per-image min-max
+    normalisation; a constant map becomes all zeros. Per image, so a batch of maps expands to
+    exactly the values each map gets alone.
+    """
+    cam = F.interpolate(raw.float().unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
     flat = cam.flatten(1)
     low = flat.min(dim=1).values.view(-1, 1, 1)
     span = (flat.max(dim=1).values.view(-1, 1, 1) - low).clamp_min(1e-12)
     return ((cam - low) / span).clamp_(0.0, 1.0)
+
+
+def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``model`` for class ``target`` on images ``x`` (model in eval mode).
+
+    Returns:
+        Maps of shape ``[B, H, W]`` in ``[0, 1]`` (:func:`expand_cam` of :func:`grad_cam_raw`); an
+        image whose map is constant (no positive evidence anywhere) gets all zeros.
+    """
+    return expand_cam(grad_cam_raw(model, x, target), x.shape[-2:])
 
 
 def grad_cam_batched(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dhat.attention.gradcam import region_iou
+from dhat.attention.stored import is_feature_maps, pixel_maps
 
 __all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "stored_mask_statistics", "LOW_COVERAGE"]
 
@@ -106,11 +107,24 @@ def mask_statistics(
 
 
 def stored_mask_statistics(
-    maps: np.ndarray, rule: MaskRule, true_masks: np.ndarray | None = None, chunk: int = 1024
+    maps: np.ndarray, rule: MaskRule, true_masks: np.ndarray | None = None, chunk: int = 1024,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, float | None]:
-    """:func:`mask_statistics` of stored uint8 maps (``round(255 * M)``) and uint8 true masks (255 = foreground),
-    ``chunk`` images at a time: the same numbers, without a float copy of the whole set."""
-    if true_masks is not None and np.shape(true_masks) != np.shape(maps):
+    """:func:`mask_statistics` of stored maps and uint8 true masks (255 = foreground), ``chunk`` images at a time:
+    the same numbers, without a float copy of the whole set.
+
+    ``maps`` are uint8 (``round(255 * M)``) or float32 feature-resolution Grad-CAM, which is
+    expanded to ``image_size`` (default: the true masks' size) chunk by chunk as training expands it
+    (:func:`dhat.attention.stored.pixel_maps`).
+    """
+    feature = is_feature_maps(maps)
+    if feature and image_size is None:
+        if true_masks is None:
+            raise ValueError("feature-resolution maps need image_size (the training images' height and width)")
+        image_size = tuple(np.shape(true_masks)[1:3])
+    if true_masks is not None and (len(np.shape(true_masks)) != 3 or len(np.shape(true_masks)) != len(np.shape(maps))
+                                   or np.shape(true_masks)[0] != np.shape(maps)[0]
+                                   or (not feature and np.shape(true_masks) != np.shape(maps))):
         raise ValueError(f"true masks must have the maps' shape {np.shape(maps)}, got {np.shape(true_masks)}")
     n = len(maps)
     # Preallocated per-image arrays rather than a list of per-chunk tensors, which would fragment the heap.
@@ -118,7 +132,8 @@ def stored_mask_statistics(
     iou = None if true_masks is None else np.empty(n, np.float32)
     share = None if true_masks is None else np.empty(n, np.float32)
     for start in range(0, n, chunk):
-        block = torch.from_numpy(np.ascontiguousarray(maps[start : start + chunk])).float() / 255.0
+        stored = torch.from_numpy(np.ascontiguousarray(maps[start : start + chunk]))
+        block = pixel_maps(stored, image_size) if feature else stored.float() / 255.0
         truth = None if true_masks is None else torch.from_numpy(np.asarray(true_masks[start : start + chunk]) >= 128)
         part = _per_image(block, rule, truth)
         end = start + block.shape[0]

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dhat.attention.stored import MAP_RESOLUTIONS
 from dhat.checkpoints import build_from_spec, load_classifier, make_checkpoint
 from dhat.config import dataclass_from_dict
 from dhat.models import available_models
@@ -64,6 +65,9 @@ class MaskModelSettings:
         class_map: data class name -> the model's class (index or name); ``None`` matches names.
         normalization: ``{mean, std}`` of a plain state dict that carries none.
         input_size: resize images to this side before the mask model (``None``: as they are).
+        map_resolution: ``image`` stores each Grad-CAM map upsampled to the image (uint8 per pixel);
+            ``feature`` stores it at the feature map's own resolution (float32, 7x7 for a ResNet on
+            224 px), expanded per batch on the device (:mod:`dhat.attention.stored`).
     """
 
     model: Mapping[str, Any] = field(default_factory=lambda: {"name": "small_cnn", "width": 16})
@@ -75,6 +79,7 @@ class MaskModelSettings:
     class_map: Mapping[str, int | str] | None = None
     normalization: Mapping[str, Sequence[float]] | None = None
     input_size: int | None = None
+    map_resolution: str = "image"
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None, section: str = "mask_model") -> MaskModelSettings:
@@ -85,6 +90,9 @@ class MaskModelSettings:
         settings = dataclass_from_dict(cls, values, section)
         if isinstance(settings.batch_size, bool) or not isinstance(settings.batch_size, int) or settings.batch_size < 1:
             raise ValueError(f"{section}.batch_size must be a positive integer, got {settings.batch_size!r}")
+        if settings.map_resolution not in MAP_RESOLUTIONS:
+            raise ValueError(f"{section}.map_resolution must be one of {', '.join(MAP_RESOLUTIONS)}, got "
+                             f"{settings.map_resolution!r}")
         size = settings.input_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
             raise ValueError(f"{section}.input_size must be an integer >= 8 or null (the images' size), got {size!r}")

@@ -141,7 +141,7 @@ class StreamImageSet:
         return self._to_device(torch.from_numpy(self.files[rows]))
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
-        return float_masks(self.masks, index)
+        return float_masks(self.masks, index, self.files.shape[1:3])
 
     def epoch_batches(self, batches: list[torch.Tensor], with_masks: bool
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
@@ -151,7 +151,7 @@ class StreamImageSet:
         loader, sampler = self._feed
         sampler.set_batches(batches)
         for whole, images in zip(batches, loader, strict=True):
-            yield whole, self._to_device(images), float_masks(self.masks, whole) if with_masks else None
+            yield whole, self._to_device(images), self.float_masks(whole) if with_masks else None
 
     def close(self) -> None:
         """Stop the loader's worker processes (they also stop when the set is garbage-collected)."""

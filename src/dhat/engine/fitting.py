@@ -84,10 +84,15 @@ def training_maps(
 
 
 def describe_masks(
-    settings: MaskSettings, maps: np.ndarray, true_masks: np.ndarray | None, label: str
+    settings: MaskSettings, maps: np.ndarray, true_masks: np.ndarray | None, label: str,
+    image_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Coverage of the background the method will use (and its IoU with the true background); warns when low."""
-    stats = stored_mask_statistics(np.asarray(maps), settings.rule, None if true_masks is None else np.asarray(true_masks))
+    """Coverage of the background the method will use (and its IoU with the true background); warns when low.
+
+    ``image_size`` is the training images' height and width (feature-resolution maps expand to it).
+    """
+    stats = stored_mask_statistics(np.asarray(maps), settings.rule, None if true_masks is None else np.asarray(true_masks),
+                                   image_size=image_size)
     description = {"source": settings.source, **dataclasses.asdict(settings.rule), **stats}
     iou = stats["iou_true_background"]
     logger.info(
@@ -128,7 +133,8 @@ def fit(
 
     Args:
         train_set, val_set: image sets (``images``, ``labels``, optional ``masks``).
-        attention_masks: ``{"masks": uint8 [N, H, W]}`` for the training images, from the
+        attention_masks: ``{"masks": uint8 [N, H, W]}`` (or float32 feature-resolution Grad-CAM
+            ``[N, h, w]``, :mod:`dhat.attention.stored`) for the training images, from the
             mask precomputation; required by methods that need masks (DHAT), ignored by the others.
         dataset_info: class count, image shape and normalisation statistics of the data.
         method_params: the method's ``{name, params, training}`` section.
@@ -173,7 +179,8 @@ def fit(
     if maps is None:
         train.masks = None
     else:
-        mask_stats = describe_masks(method.mask_settings(), maps, train_set.get("masks"), label)
+        mask_stats = describe_masks(method.mask_settings(), maps, train_set.get("masks"), label,
+                                    image_size=tuple(train_set["images"].shape[1:3]))
     val = to_training_set(val_set, torch_device, name="val_set", loader=loader, seed=config.seed)
     spec = model_spec(model_params, dataset_info)
     wrapper = method.model_wrapper()

@@ -13,12 +13,24 @@ from typing import Any
 
 from dhat.config import dataclass_from_dict, parse_pixel_value
 from dhat.data.loading import LoaderSettings, default_workers
+from dhat.engine.augment import AUGMENTATIONS
 from dhat.engine.precision import PRECISIONS
 
 __all__ = ["SELECTION_METRICS", "TrainingConfig"]
 
 #: Validation columns a checkpoint can be selected on.
 SELECTION_METRICS = ("val_pgd10", "val_clean")
+
+
+def _range(values: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    """``[a, b]`` with ``low < a <= b <= high`` as a float pair, or an error naming ``name``."""
+    try:
+        a, b = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair [low, high], got {values!r}") from None
+    if not low < a <= b <= high:
+        raise ValueError(f"{name} must be [low, high] with {low:g} < low <= high <= {high:g}, got {values!r}")
+    return a, b
 
 
 @dataclass
@@ -40,7 +52,11 @@ class TrainingConfig:
     each worker's share; ``batch_size`` stays the global batch. ``loader_workers`` (``auto``
     or a count; 0 decodes in the training process) and ``loader_prefetch`` feed a training
     split that streams from its files (``data.storage: stream``); they change the speed,
-    never the result, and memory-mode runs ignore them.
+    never the result, and memory-mode runs ignore them. ``augment`` is ``crop_flip``
+    (``crop_padding``, ``flip``: the CIFAR recipe) or ``resized_crop`` (a random-resized crop
+    with area share in ``resized_crop_scale`` and aspect ratio in ``resized_crop_ratio``, then
+    ``flip``: the ImageNet recipe), both on the device (:mod:`dhat.engine.augment`), in either
+    storage mode.
     """
 
     epochs: int = 20
@@ -53,6 +69,9 @@ class TrainingConfig:
     lr_gamma: float = 0.1
     crop_padding: int = 2
     flip: bool = False
+    augment: str = "crop_flip"
+    resized_crop_scale: tuple[float, float] = (0.08, 1.0)
+    resized_crop_ratio: tuple[float, float] = (0.75, 4 / 3)
     seed: int = 0
     select_on: str = "val_pgd10"
     val_eps: float | str = "8/255"
@@ -93,6 +112,10 @@ class TrainingConfig:
         if self.devices > self.batch_size:
             raise ValueError(f"{section}.devices ({self.devices}) exceeds {section}.batch_size ({self.batch_size}): "
                              "every worker needs images of each batch")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"{section}.augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        self.resized_crop_scale = _range(self.resized_crop_scale, f"{section}.resized_crop_scale", 0.0, 1.0)
+        self.resized_crop_ratio = _range(self.resized_crop_ratio, f"{section}.resized_crop_ratio", 0.0, math.inf)
         self.loader_settings()  # LoaderSettings checks loader_workers and loader_prefetch by name
         if self.precision not in PRECISIONS:
             raise ValueError(f"{section}.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from dhat.attacks import batchnorm_mode, pgd
 from dhat.data.loading import TrainingSet
-from dhat.engine.augment import random_crop_flip
+from dhat.engine.augment import augment_batch
 from dhat.engine.distributed import Distributed, data_parallel, shard
 from dhat.engine.precision import autocast, make_scaler
 from dhat.engine.recipe import TrainingConfig
@@ -171,13 +171,7 @@ def _train_epoch(  # noqa: PLR0913 - the loop's state, passed explicitly
     bar = tqdm(train_set.epoch_batches(batches, method.needs_masks), total=len(batches),
                desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False, disable=not show)
     for step, (whole, images, maps) in enumerate(bar, start=1):
-        x, masks = random_crop_flip(
-            images,
-            maps,
-            padding=config.crop_padding,
-            flip=config.flip,
-            generator=data_rng,
-        )
+        x, masks = augment_batch(images, maps, config, generator=data_rng)
         # This rank's slice of the batch (views), its crops drawn for the whole of it; the batch itself in one process.
         index, x = shard(whole, distributed), shard(x, distributed)
         masks = None if masks is None else shard(masks, distributed)
