@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dhat.attention.gradcam import dequantize_masks, expand_cam, grad_cam, grad_cam_raw, quantize_masks
+from dhat.attention.gradcam import dequantize_masks, expand_cam, grad_cam, grad_cam_raw
 from dhat.attention.masks import MaskRule, stored_mask_statistics
 from dhat.attention.reference_model import MaskModelSettings
 from dhat.attention.stored import is_feature_maps, pixel_maps, pixel_maps_uint8

@@ -83,6 +83,7 @@ def to_device_set(
     device: torch.device | str,
     masks: np.ndarray | None = None,
     name: str = "image set",
+    bound: str | None = None,
 ) -> DeviceImageSet:
     """Move an image set (numpy, NHWC uint8) to ``device`` as a :class:`DeviceImageSet`.
 
@@ -92,10 +93,16 @@ def to_device_set(
         masks: attention maps to use instead of ``image_set["masks"]`` (uint8 ``[N, H, W]``, or float32
             feature-resolution Grad-CAM ``[N, h, w]``, see :mod:`dhat.attention.stored`).
         name: dataset name for error messages.
+        bound: the parameter that bounds how many images the set holds (``evaluation.n_eval``); a
+            streamed set too large to hold in memory is refused with an error that names it.
     """
     for key in ("images", "labels"):
         if key not in image_set:
             raise ValueError(f"{name} has no {key!r} array; re-run the data_ingestion pipeline")
+    if bound is not None and not isinstance(image_set["images"], np.ndarray):
+        from dhat.data.files import require_bounded  # noqa: PLC0415 - dhat.data imports this module
+
+        require_bounded(image_set["images"], name, bound)
     images = np.asarray(image_set["images"])
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"{name}: images must be uint8 [N, H, W, C], got {images.dtype} {images.shape}")

@@ -26,7 +26,8 @@ from dhat.engine.fitting import fit
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.training import _shuffled_batches
 from dhat.extras.datasets import ImageSetDataset
-from dhat.tensors import DeviceImageSet, iterate_set
+from dhat.stats.sweeps import score_checkpoint
+from dhat.tensors import DeviceImageSet, iterate_set, to_device_set
 
 SIZE = 8
 
@@ -145,7 +146,7 @@ def test_a_streamed_set_gives_memory_modes_floats(folder):
         assert torch.equal(i_a, i_b) and torch.equal(x_a, x_b) and torch.equal(m_a, m_b)
         assert x_b.is_contiguous()
     assert all(m is None for _, _, m in stream.epoch_batches(batches, False))
-    with pytest.raises(ValueError, match="masks must have shape"):
+    with pytest.raises(ValueError, match="masks must be uint8 with shape"):
         to_training_set({"images": FileImages(root, names, None), "labels": labels}, "cpu", masks=masks[:, :4])
 
 
@@ -259,3 +260,28 @@ def test_whole_set_passes_decode_a_streamed_set_chunk_by_chunk_to_the_same_batch
     for (_, _, x_a, y_a), (_, _, x_b, y_b) in zip(streamed, memory, strict=True):
         assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
     assert channel_statistics(FileImages(root, names, None)) == channel_statistics(pixels)
+
+
+# ---------------------------------------------------------------- steps that hold a bounded subset
+
+
+def test_steps_that_hold_a_streamed_set_work_on_its_bounded_subset_and_name_the_bound(folder, monkeypatch):
+    """A sweep's scoring on the evaluation's subset gives memory mode's numbers; an unbounded one is refused by name."""
+    root, names, pixels, labels = folder
+    files = FileImages(root, names, None)
+    info = {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+    checkpoint, _, _ = fit({"images": pixels, "labels": labels}, {"images": pixels, "labels": labels}, None, info,
+                           {"name": "natural"}, {"name": "small_cnn", "width": 4},
+                           {"epochs": 1, "batch_size": 8, "val_steps": 0, "select_on": "val_clean", "progress": False},
+                           "cpu")
+    monkeypatch.setattr(dhat.data.files, "MATERIALISE_LIMIT_BYTES", files.nbytes // 2)
+    evaluation = {"n_eval": len(names) // 4}
+    torch.manual_seed(0)
+    streamed = score_checkpoint(checkpoint, {"images": files, "labels": labels}, evaluation, ["pgd10"], "cpu")
+    torch.manual_seed(0)
+    memory = score_checkpoint(checkpoint, {"images": pixels, "labels": labels}, evaluation, ["pgd10"], "cpu")
+    assert streamed == memory and streamed["n_images"] == len(names) // 4 and len(streamed["correct"]["pgd10"]) == 16
+    with pytest.raises(ValueError, match=r"test_set: this step holds its 64 images .* set evaluation.n_eval to a bounded"):
+        score_checkpoint(checkpoint, {"images": files, "labels": labels}, {"n_eval": None}, ["pgd10"], "cpu")
+    with pytest.raises(ValueError, match="set transfer.n_images to a bounded subset"):
+        to_device_set({"images": files, "labels": labels}, "cpu", name="test_set", bound="transfer.n_images")

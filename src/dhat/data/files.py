@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MATERIALISE_LIMIT_BYTES", "FileImages", "decode_image", "listing_digest"]
+__all__ = ["MATERIALISE_LIMIT_BYTES", "FileImages", "decode_image", "listing_digest", "require_bounded"]
 
 #: Largest decoded size (bytes) that ``np.asarray(file_images)`` builds; above it an error says to stream.
 MATERIALISE_LIMIT_BYTES = 4 * 2**30
@@ -165,3 +165,19 @@ class FileImages:
 
     def __repr__(self) -> str:
         return f"FileImages({self.root!r}, {len(self)} files, image_size={self.image_size}, shape={self.shape})"
+
+
+def require_bounded(images: Any, name: str, bound: str) -> None:
+    """Refuse to hold a streamed set of more than :data:`MATERIALISE_LIMIT_BYTES` in memory, naming ``bound``.
+
+    Steps that attack or analyse a set as one tensor (the evaluation's subset, a sweep, the
+    analyses, transfer, the tuning check) work on a fixed subset of the streamed split; this
+    names the parameter that sets its size when it is unbounded or too large.
+    """
+    nbytes = int(getattr(images, "nbytes", 0))
+    if nbytes > MATERIALISE_LIMIT_BYTES:
+        raise ValueError(
+            f"{name}: this step holds its {len(images):,} images in memory at once ({nbytes / 2**30:.1f} GiB as uint8, "
+            f"4x that as float on the device), over the {MATERIALISE_LIMIT_BYTES / 2**30:.0f} GiB limit for a streamed "
+            f"set; set {bound} to a bounded subset (e.g. 5000 images, RobustBench's ImageNet subset)"
+        )

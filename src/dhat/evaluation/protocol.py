@@ -74,7 +74,7 @@ def _variant_sets(
     sets = {"test": test_set, **test_variants}
     out = {}
     for name, image_set in sets.items():
-        data = to_device_set(index_set(image_set, positions), device, name=name)
+        data = to_device_set(index_set(image_set, positions), device, name=name, bound="evaluation.n_eval")
         masks = None if data.masks is None else data.masks >= 128
         out[name] = (data.float_images(), data.labels, masks)
     return out
@@ -169,7 +169,7 @@ def evaluate_checkpoint(
     n_eval = min(settings.n_eval or n_test, n_test)
     # A fixed, class-stratified subset: the same images for every method and every run.
     positions = stratified_indices(test_set["labels"], n_eval, seed=settings.subset_seed)
-    test = to_device_set(index_set(test_set, positions), torch_device, name="test_set")
+    test = to_device_set(index_set(test_set, positions), torch_device, name="test_set", bound="evaluation.n_eval")
     images, labels = test.float_images(), test.labels
     started = time.perf_counter()
     model = load_classifier(model_best, torch_device)
@@ -186,12 +186,12 @@ def evaluate_checkpoint(
         per_image[f"autoattack{POSITIONS_SUFFIX}"] = positions[aa_local].astype(np.int64)
     checks = sanity_checks(model, images, labels, config, best)
     train = to_device_set(take_subset(train_set, settings.robust_gap.n, seed=settings.subset_seed), torch_device,
-                          name="train_set")
+                          name="train_set", bound="evaluation.robust_gap.n")
     # Robust overfitting alone: training images against test digits drawn from the training distribution
     # (where the data has that variant); the drop from it to the decorrelated test images is the background shift.
     in_distribution = test_variants.get(IN_DISTRIBUTION)
     gap_test = test if in_distribution is None else to_device_set(index_set(in_distribution, positions), torch_device,
-                                                                  name=IN_DISTRIBUTION)
+                                                                  name=IN_DISTRIBUTION, bound="evaluation.n_eval")
     gap = robust_gap(model, train.float_images(), train.labels, gap_test.float_images(), gap_test.labels, config,
                         attacks=settings.gap_attacks())
     gap["test_images"] = "test" if in_distribution is None else IN_DISTRIBUTION

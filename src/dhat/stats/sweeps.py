@@ -22,6 +22,7 @@ from torch import nn
 from dhat.checkpoints import load_classifier
 from dhat.config import dataclass_from_dict, resolve_device
 from dhat.data.capabilities import EXTERNAL_MASKS, TRUE_MASKS
+from dhat.data.splits import index_set, stratified_indices
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.evaluation.protocol import score_attacks
 from dhat.evaluation.registry import BATCH_EXAMPLES, is_batch_attack
@@ -181,10 +182,16 @@ def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, suite: A
 
 def score_checkpoint(checkpoint: Mapping[str, Any], test_set: Mapping[str, np.ndarray],
                      evaluation: Mapping[str, Any], attacks: Sequence[str], device: str) -> dict[str, Any]:
-    """:func:`score` of a saved checkpoint on every test image, with the ``evaluation`` section's attack settings."""
-    suite = EvaluationSettings.from_dict(evaluation).suite
+    """:func:`score` of a saved checkpoint with the ``evaluation`` section's attack settings, on the test images the
+    evaluation scores: every one, or its fixed class-stratified subset of ``evaluation.n_eval`` (the same for every
+    run of a sweep, so runs compare paired)."""
+    settings = EvaluationSettings.from_dict(evaluation)
+    suite = settings.suite
     torch_device = resolve_device(device)
-    test = to_device_set(test_set, torch_device, name="test_set")
+    n_test = len(test_set["labels"])
+    if settings.n_eval is not None and settings.n_eval < n_test:
+        test_set = index_set(test_set, stratified_indices(test_set["labels"], settings.n_eval, seed=settings.subset_seed))
+    test = to_device_set(test_set, torch_device, name="test_set", bound="evaluation.n_eval")
     return score(load_classifier(checkpoint, torch_device), test.float_images(), test.labels, suite, attacks)
 
 

@@ -180,7 +180,7 @@ class TuningUnit:
         images = self.data.scored
         if self.settings.check_n is not None and self.settings.check_n < len(images["labels"]):
             images = take_subset(images, self.settings.check_n, seed=0)
-        val = to_device_set(images, device, name=f"{self.protocol} validation split")
+        val = to_device_set(images, device, name=f"{self.protocol} validation split", bound="tune.check_n")
         report = check_configuration(model, val.float_images(), val.labels, suite, self.label)
         trial_value = next((r["value"] for r in chosen["rescored"] if r["trial"] == chosen["trial"]), None)
         if trial_value is not None and abs(result.value - trial_value) > 1e-6:

@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
+from dhat.data.loading import to_training_set
 from dhat.engine.fitting import fit
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.training import evaluate_clean_and_pgd
-from dhat.tensors import to_device_set
 from dhat.tuning.space import Dimension, apply_values, suggest
 
 __all__ = ["TrialData", "TrialResult", "train_and_score", "make_objective", "completed", "counted",
@@ -118,7 +118,8 @@ def _score(checkpoint: Mapping[str, Any], image_set: Mapping[str, Any], training
     torch_device = resolve_device(device)
     model = load_classifier(checkpoint, torch_device)
     torch.manual_seed(seed)  # PGD's random start
-    clean, robust = evaluate_clean_and_pgd(model, to_device_set(image_set, torch_device, name="score split"),
+    # Batch by batch, decoded per batch in stream mode (as checkpoint selection scores its validation split).
+    clean, robust = evaluate_clean_and_pgd(model, to_training_set(image_set, torch_device, name="score split"),
                                            float(config.val_eps), float(config.val_step_size), config.val_steps,
                                            config.val_batch_size)
     return {"val_clean": clean, "val_pgd10": robust}

@@ -27,9 +27,10 @@ from dhat.tensors import to_device_set
 logger = logging.getLogger(__name__)
 
 
-def _test_subset(test_set: dict[str, np.ndarray], n_images: int | None, seed: int, device: Any):
-    """The fixed class-stratified subset of the test split (all of it for ``None``), on ``device``."""
-    return to_device_set(take_subset(test_set, n_images, seed=seed), device, name="test_set")
+def _test_subset(test_set: dict[str, np.ndarray], n_images: int | None, seed: int, device: Any, bound: str):
+    """The fixed class-stratified subset of the test split (all of it for ``None``), on ``device``; ``bound`` names
+    the ``n_images`` parameter in the error for a streamed split too large to hold."""
+    return to_device_set(take_subset(test_set, n_images, seed=seed), device, name="test_set", bound=bound)
 
 
 def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.ndarray], analysis: dict[str, Any],
@@ -38,7 +39,7 @@ def analyse_attention_shift(model_best: dict[str, Any], test_set: dict[str, np.n
     settings = AnalysisSettings.from_dict(analysis)
     config = settings.attention_shift
     torch_device = resolve_device(device)
-    test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device)
+    test = _test_subset(test_set, config.n_images, config.subset_seed, torch_device, "analysis.attention_shift.n_images")
     model = load_classifier(model_best, torch_device)
     truth = None if test.masks is None else test.masks >= 128
     return attention_shift(model, test.float_images(), test.labels, config, truth, progress=settings.progress)
@@ -57,7 +58,7 @@ def analyse_robustness_vs_eps(model_best: dict[str, Any], test_set: dict[str, np
     torch_device = resolve_device(device)
     positions = take_positions(test_set["labels"], config.n_images, config.subset_seed)
     subset = test_set if len(positions) == len(test_set["labels"]) else index_set(test_set, positions)  # no copy of all
-    test = to_device_set(subset, torch_device, name="test_set")
+    test = to_device_set(subset, torch_device, name="test_set", bound="analysis.robustness_vs_eps.n_images")
     model = load_classifier(model_best, torch_device)
     known: dict[float, dict[str, np.ndarray]] = {}
     if per_image is not None and evaluation is not None:

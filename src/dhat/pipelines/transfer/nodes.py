@@ -42,7 +42,7 @@ def transfer_attacks(
     n_test = len(test_set["labels"])
     n = min(settings.n_images or n_test, n_test)
     subset = index_set(test_set, stratified_indices(test_set["labels"], n, seed=settings.subset_seed))
-    data = to_device_set(subset, torch_device, name="test_set")
+    data = to_device_set(subset, torch_device, name="test_set", bound="transfer.n_images")
     logger.info("Transfer attacks among %s on %d test images", ", ".join(names), n)
     rows = transfer_matrix(models, data.float_images(), data.labels, settings.suite, attacks=settings.attack_list())
     table = pd.DataFrame(rows)
