@@ -33,6 +33,11 @@ class DeviceImageSet:
         return int(self.labels.shape[0])
 
     @property
+    def has_masks(self) -> bool:
+        """Whether the set carries a mask per image."""
+        return self.masks is not None
+
+    @property
     def device(self) -> torch.device:
         """Where the images are (and every batch is made)."""
         return self.images.device

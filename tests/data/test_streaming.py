@@ -16,7 +16,7 @@ from PIL import Image
 
 import dhat.data.files
 import dhat.data.registry
-from dhat.data.files import FileImages, decode_image, listing_digest
+from dhat.data.files import FileImages, FileMasks, decode_image, listing_digest
 from dhat.data.loading import DecodeDataset, LoaderSettings, StreamImageSet, batch_loader, to_training_set
 from dhat.data.registry import load_source
 from dhat.data.sources import read_images
@@ -285,3 +285,46 @@ def test_steps_that_hold_a_streamed_set_work_on_its_bounded_subset_and_name_the_
         score_checkpoint(checkpoint, {"images": files, "labels": labels}, {"n_eval": None}, ["pgd10"], "cpu")
     with pytest.raises(ValueError, match="set transfer.n_images to a bounded subset"):
         to_device_set({"images": files, "labels": labels}, "cpu", name="test_set", bound="transfer.n_images")
+
+
+# ---------------------------------------------------------------- per-image mask files in stream mode
+
+
+def _mask_folder(images: Path, masks: Path, seed: int = 0) -> None:
+    """A random greyscale PNG mask (6x6, resized with its image) beside every training image."""
+    rng = np.random.default_rng(seed)
+    for image in sorted((images / "train").rglob("*.png")):
+        target = masks / image.relative_to(images)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8), mode="L").save(target)
+
+
+def test_mask_files_stay_files_in_stream_mode_and_train_dhat_as_in_memory_mode(tmp_path, single_thread):
+    """External masks as a folder: stream mode reads them per batch (in the loader's workers) and DHAT trained on them
+    has memory mode's weights; the split's index keeps them as an index too."""
+    for split, n in (("train", 56), ("test", 8)):
+        _write_folder(tmp_path / "images" / split, n, seed=len(split))
+    _mask_folder(tmp_path / "images", tmp_path / "masks")
+    data = {"source": "image_folder", "root": str(tmp_path / "images"), "val_size": 8, "image_size": SIZE,
+            "external_masks": str(tmp_path / "masks")}
+    memory, streamed = (load_source({**data, "storage": mode}) for mode in ("memory", "stream"))
+    masks = streamed.train["external_masks"]
+    assert isinstance(masks, FileMasks) and masks.shape == (48, SIZE, SIZE)
+    assert np.array_equal(masks[:], memory.train["external_masks"])  # read and resized exactly as memory mode does
+    ImageSetDataset(str(tmp_path / "train_set.npz")).save(streamed.train)
+    reloaded = ImageSetDataset(str(tmp_path / "train_set.npz")).load()
+    assert isinstance(reloaded["external_masks"], FileMasks) and reloaded["external_masks"].digest() == masks.digest()
+    info = {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+    method = {"name": "dhat", "params": {"mask_source": "external", "attack": {"steps": 1}, "inverse": {"steps": 1}}}
+    training = {"epochs": 2, "batch_size": 16, "val_steps": 1, "progress": False, "crop_padding": 1, "flip": True}
+
+    def run(train, val, workers):
+        return fit(train, val, None, info, method, {"name": "small_cnn", "width": 4},
+                   {**training, "loader_workers": workers}, "cpu")
+
+    expected = run(memory.train, memory.val, 0)
+    for workers in (0, 2):
+        got = run(reloaded, streamed.val, workers)
+        assert _history(got[2]) == _history(expected[2]) and got[0]["metadata"]["masks"] == expected[0]["metadata"]["masks"]
+        for key, value in expected[0]["state_dict"].items():
+            assert torch.equal(got[0]["state_dict"][key], value), key

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXTERNAL_MASKS_KEY", "MASK_FILE_SUFFIXES", "as_mask", "read_mask_array", "read_mask_files"]
+from dhat.data.files import MATERIALISE_LIMIT_BYTES, FileMasks
+
+__all__ = ["EXTERNAL_MASKS_KEY", "MASK_FILE_SUFFIXES", "as_mask", "read_mask_array", "read_mask_file", "read_mask_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +96,19 @@ def _read_one(path: Path) -> np.ndarray:
     return as_mask(array, str(path))
 
 
+def read_mask_file(path: Path, size: tuple[int, int], resize: bool) -> np.ndarray:
+    """One mask file as uint8 ``[H, W]`` at ``size`` (255 = foreground), resized bilinearly when ``resize``."""
+    return _resized(_read_one(Path(path)), size, resize, str(path))
+
+
 def read_mask_files(
-    image_files: Sequence[Path], image_root: Path, mask_root: Path, size: tuple[int, int], resize: bool
-) -> np.ndarray:
+    image_files: Sequence[Path], image_root: Path, mask_root: Path, size: tuple[int, int], resize: bool,
+    stream: bool = False,
+) -> np.ndarray | FileMasks:
     """The masks of ``image_files`` from the folder ``mask_root`` that mirrors ``image_root``, as uint8 ``[N, H, W]``.
+
+    With ``stream`` the masks stay in their files: a :class:`~dhat.data.files.FileMasks` that reads
+    each row when it is used (the first one is read now, to check it).
 
     Raises:
         FileNotFoundError: listing images that have no mask file (the first few, and how many).
@@ -121,9 +132,15 @@ def read_mask_files(
             f"data.external_masks={str(mask_root)!r}: {len(missing)} of {len(image_files)} training images have no mask "
             f"file (e.g. {listed}); expected <external_masks>/<same relative path>{'|'.join(MASK_FILE_SUFFIXES)}"
         )
+    if stream:
+        masks = FileMasks(mask_root, [p.relative_to(mask_root).as_posix() for p in found], size, resize)
+        if len(masks):
+            masks.decode(0)
+        logger.info("External masks stay in their %d files under %s (stream mode)", len(masks), mask_root)
+        return masks
     out = np.empty((len(found), *size), dtype=np.uint8)
     for i, path in enumerate(tqdm(found, desc="external masks", unit="mask", leave=False)):
-        out[i] = _resized(_read_one(path), size, resize, str(path))
+        out[i] = read_mask_file(path, size, resize)
     return out
 
 
@@ -191,6 +208,10 @@ def read_mask_array(
                              "the array must hold one mask per training image, in the source's order (or name the "
                              "images in a 'files' array of an .npz)")
         rows = np.asarray(positions, dtype=np.int64)
+    if len(rows) * size[0] * size[1] > MATERIALISE_LIMIT_BYTES:
+        raise ValueError(f"{where}: the {len(rows):,} training images' masks would take "
+                         f"{len(rows) * size[0] * size[1] / 2**30:.1f} GiB in memory; give a folder of per-image mask "
+                         "files instead (read per batch in stream mode)")
     # One conversion for the whole selection, so a 0/1 array is recognised as such from all its values.
     selected = as_mask(np.asarray(masks[rows]), where)
     if selected.shape[1:] != size:

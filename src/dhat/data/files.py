@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MATERIALISE_LIMIT_BYTES", "FileImages", "decode_image", "listing_digest", "require_bounded"]
+__all__ = ["MATERIALISE_LIMIT_BYTES", "FileImages", "FileMasks", "decode_image", "listing_digest", "require_bounded"]
 
 #: Largest decoded size (bytes) that ``np.asarray(file_images)`` builds; above it an error says to stream.
 MATERIALISE_LIMIT_BYTES = 4 * 2**30
@@ -41,7 +41,7 @@ def decode_image(path: str | os.PathLike[str], image_size: int | None) -> np.nda
         return np.array(rgb, dtype=np.uint8)  # a writable copy: torch shares it without a warning
 
 
-def listing_digest(relative_files: Sequence[str], sizes: Sequence[int], image_size: int | None) -> str:
+def listing_digest(relative_files: Sequence[str], sizes: Sequence[int], image_size: int | str | None) -> str:
     """SHA-256 of the ordered ``relative/path<TAB>bytes`` lines and the resize.
 
     Moving the folder keeps the digest (paths are relative); adding, removing, renaming or
@@ -153,6 +153,45 @@ class FileImages:
     def digest(self) -> str:
         """:func:`listing_digest` of these files (their sizes read from disk now) and this resize."""
         return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))], self.image_size)
+
+
+class FileMasks(FileImages):
+    """A split's per-image mask files (``data.external_masks`` as a folder) as uint8 ``[N, H, W]``, read when indexed.
+
+    The stream-mode twin of the mask array memory mode reads at ingestion: a row is read and
+    converted (255 = foreground) and resized to the images' ``size`` when ``resize`` is set,
+    exactly as :func:`dhat.data.external_masks.read_mask_files` does for the whole array. Loader
+    workers read the rows of each batch beside its images.
+
+    Args:
+        root: the mask folder the relative names start from.
+        files: relative paths of the mask files, in split order.
+        size: ``(H, W)`` of the split's images.
+        resize: resize masks of another size bilinearly (``data.image_size`` is set); else they must match.
+    """
+
+    ndim = 3
+
+    def __init__(self, root: str | os.PathLike[str], files: Sequence[str], size: Sequence[int], resize: bool) -> None:
+        self.root = str(root)
+        self.files = [str(f) for f in files]
+        self.resize = bool(resize)
+        self.image_size = None
+        self._shape = (int(size[0]), int(size[1]))  # type: ignore[assignment]
+
+    def decode(self, row: int) -> np.ndarray:
+        """Row ``row`` as uint8 ``[H, W]`` (255 = foreground); a ``ValueError`` naming the file if it does not fit."""
+        from dhat.data.external_masks import read_mask_file  # noqa: PLC0415 - that module imports this one
+
+        mask = read_mask_file(self.path(row), self._shape, self.resize)  # type: ignore[arg-type]
+        return mask if mask.flags.writeable else mask.copy()  # torch shares a writable array without a warning
+
+    def subset(self, index: Any) -> FileMasks:
+        return FileMasks(self.root, [self.files[int(r)] for r in self.rows(index)], self._shape, self.resize)
+
+    def digest(self) -> str:
+        return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))],
+                              f"masks {self._shape[0]}x{self._shape[1]} resize={self.resize}")
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         if self.nbytes > MATERIALISE_LIMIT_BYTES:

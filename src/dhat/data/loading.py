@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dhat.data.files import FileImages
+from dhat.data.files import FileImages, FileMasks
 from dhat.tensors import DeviceImageSet, float_batch, float_masks, labels_and_masks, to_device_set
 
 __all__ = ["DecodeDataset", "FixedBatches", "LoaderSettings", "StreamImageSet", "batch_loader", "default_workers",
@@ -31,16 +31,26 @@ __all__ = ["DecodeDataset", "FixedBatches", "LoaderSettings", "StreamImageSet", 
 
 
 class DecodeDataset(Dataset):
-    """Row ``i`` of a :class:`~dhat.data.files.FileImages` as a uint8 ``[H, W, 3]`` tensor (picklable: spawn-safe)."""
+    """Row ``i`` of a :class:`~dhat.data.files.FileImages` as a uint8 ``[H, W, 3]`` tensor (picklable: spawn-safe);
+    with ``masks`` (:class:`~dhat.data.files.FileMasks`), the pair (image, its uint8 ``[H, W]`` mask)."""
 
-    def __init__(self, images: FileImages) -> None:
+    def __init__(self, images: FileImages, masks: FileMasks | None = None) -> None:
         self.images = images
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, row: int) -> torch.Tensor:
-        return torch.from_numpy(self.images.decode(int(row)))
+    def __getitem__(self, row: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(self.images.decode(int(row)))
+        return image if self.masks is None else (image, torch.from_numpy(self.masks.decode(int(row))))
+
+
+def stack_rows(rows: list[Any]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The loader's collate: one stacked tensor, or one per part of (image, mask) rows."""
+    if isinstance(rows[0], tuple):
+        return tuple(torch.stack(part) for part in zip(*rows, strict=True))
+    return torch.stack(rows)
 
 
 class FixedBatches(Sampler[list[int]]):
@@ -87,8 +97,9 @@ class LoaderSettings:
 
 
 def batch_loader(images: FileImages, settings: LoaderSettings, seed: int, pin_memory: bool = False,
-                 ) -> tuple[DataLoader, FixedBatches]:
-    """A loader of uint8 ``[B, H, W, 3]`` batches of ``images`` and the sampler that sets its batches.
+                 masks: FileMasks | None = None) -> tuple[DataLoader, FixedBatches]:
+    """A loader of uint8 ``[B, H, W, 3]`` batches of ``images`` (with ``masks``: pairs of them and their uint8
+    ``[B, H, W]`` masks) and the sampler that sets its batches.
 
     Call ``sampler.set_batches(batches)`` before each ``iter(loader)``. Workers persist across
     epochs; the loader's own generator (seeded with ``seed``) leaves torch's global random
@@ -97,7 +108,7 @@ def batch_loader(images: FileImages, settings: LoaderSettings, seed: int, pin_me
     sampler = FixedBatches()
     multi = settings.workers > 0
     loader = DataLoader(
-        DecodeDataset(images), batch_sampler=sampler, num_workers=settings.workers, collate_fn=torch.stack,
+        DecodeDataset(images, masks), batch_sampler=sampler, num_workers=settings.workers, collate_fn=stack_rows,
         pin_memory=pin_memory, prefetch_factor=settings.prefetch if multi else None, persistent_workers=multi,
         multiprocessing_context=settings.start_method if multi else None,
         generator=torch.Generator().manual_seed(int(seed)),
@@ -110,7 +121,8 @@ class StreamImageSet:
     """A training or validation split whose images stay in their files: the stream-mode twin of
     :class:`dhat.tensors.DeviceImageSet`.
 
-    Labels and (uint8) masks live on the device; images are decoded per batch. Training
+    Labels and (uint8 or feature-resolution) masks live on the device; images, and per-image mask
+    files (``mask_files``, external masks in stream mode), are decoded per batch. Training
     iterates :meth:`epoch_batches` (a loader decodes ahead in worker processes); one-off
     reads (validation batches, a method's per-class check) use :meth:`float_images`, which
     decodes in the calling process. Both give exactly the floats the memory-mode set gives
@@ -122,10 +134,16 @@ class StreamImageSet:
     masks: torch.Tensor | None = None
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     seed: int = 0
+    mask_files: FileMasks | None = None
     _feed: tuple[DataLoader, FixedBatches] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the set carries a mask per image (on the device, or in per-image files)."""
+        return self.masks is not None or self.mask_files is not None
 
     @property
     def device(self) -> torch.device:
@@ -141,17 +159,25 @@ class StreamImageSet:
         return self._to_device(torch.from_numpy(self.files[rows]))
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
+        if self.mask_files is not None:
+            rows = slice(None) if index is None else (index.cpu().numpy() if isinstance(index, torch.Tensor) else index)
+            return float_masks(torch.from_numpy(self.mask_files[rows]).to(self.device))
         return float_masks(self.masks, index, self.files.shape[1:3])
 
     def epoch_batches(self, batches: list[torch.Tensor], with_masks: bool
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """``(index, float images, float masks or None)`` per batch, in the given order, decoded ahead by the loader."""
         if self._feed is None:
-            self._feed = batch_loader(self.files, self.loader, self.seed, pin_memory=self.device.type == "cuda")
+            self._feed = batch_loader(self.files, self.loader, self.seed, pin_memory=self.device.type == "cuda",
+                                      masks=self.mask_files)
         loader, sampler = self._feed
         sampler.set_batches(batches)
-        for whole, images in zip(batches, loader, strict=True):
-            yield whole, self._to_device(images), self.float_masks(whole) if with_masks else None
+        for whole, batch in zip(batches, loader, strict=True):
+            if self.mask_files is not None:  # read in the workers beside the images
+                images, masks = batch
+                yield whole, self._to_device(images), float_masks(masks.to(self.device)) if with_masks else None
+            else:
+                yield whole, self._to_device(batch), self.float_masks(whole) if with_masks else None
 
     def close(self) -> None:
         """Stop the loader's worker processes (they also stop when the set is garbage-collected)."""
@@ -169,6 +195,11 @@ def to_training_set(image_set: Mapping[str, Any], device: torch.device | str, ma
     :class:`StreamImageSet` when they are :class:`~dhat.data.files.FileImages` (stream mode)."""
     images = image_set.get("images")
     if not isinstance(images, FileImages):
-        return to_device_set(image_set, device, masks=masks, name=name)
+        return to_device_set(image_set, device, masks=None if masks is None else np.asarray(masks), name=name)
+    if isinstance(masks, FileMasks):  # per-image mask files: read per batch, beside the images
+        if masks.shape != images.shape[:3]:
+            raise ValueError(f"{name}: masks must have shape {tuple(images.shape[:3])}, got {masks.shape}")
+        label_tensor, _ = labels_and_masks({"labels": image_set["labels"]}, images.shape, device, None, name)
+        return StreamImageSet(images, label_tensor, None, loader or LoaderSettings(), seed, mask_files=masks)
     label_tensor, mask_tensor = labels_and_masks(image_set, images.shape, device, masks, name)
     return StreamImageSet(images, label_tensor, mask_tensor, loader or LoaderSettings(), seed)

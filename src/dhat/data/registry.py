@@ -29,7 +29,7 @@ import numpy as np
 from dhat.data.capabilities import DECORRELATED_VALIDATION, EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
 from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY, read_mask_array, read_mask_files
-from dhat.data.files import FileImages, decode_image
+from dhat.data.files import FileImages, FileMasks, decode_image
 from dhat.data.sources import (
     check_image_size,
     check_same_size,
@@ -127,15 +127,17 @@ class _Selection:
 
 
 def _external_masks(data: Mapping[str, Any], positions: np.ndarray, pool_size: int, size: tuple[int, int],
-                    resize: bool = False, files: list[Path] | None = None, root: Path | None = None) -> np.ndarray:
-    """The ``data.external_masks`` of the kept training images (pool ``positions``)."""
+                    resize: bool = False, files: list[Path] | None = None, root: Path | None = None,
+                    stream: bool = False) -> np.ndarray | FileMasks:
+    """The ``data.external_masks`` of the kept training images (pool ``positions``); a folder of mask files stays
+    in its files in stream mode (``stream``)."""
     path = Path(str(data["external_masks"]))
     if path.is_dir():
         if files is None or root is None:
             raise ValueError(f"data.external_masks={str(path)!r} is a folder of per-image files, but data.source="
                              f"{data.get('source', 'embedded')!r} has no image files to mirror; give one .npy/.npz "
                              "array aligned with its training images instead")
-        return read_mask_files([files[p] for p in positions], root, path, size, resize)
+        return read_mask_files([files[p] for p in positions], root, path, size, resize, stream=stream)
     if not path.is_file():
         raise FileNotFoundError(f"data.external_masks={str(path)!r} does not exist; give a folder mirroring the image "
                                 "folder (<masks>/train/<class>/<name>.png) or a .npy/.npz array of masks")
@@ -224,7 +226,7 @@ def _image_folder(data: Mapping[str, Any], seed: int) -> SourceData:
     if data.get("external_masks"):
         train[EXTERNAL_MASKS_KEY] = _external_masks(
             data, chosen.train, len(listing.train_labels), train["images"].shape[1:3], resize=image_size is not None,
-            files=listing.train_files, root=listing.root)
+            files=listing.train_files, root=listing.root, stream=storage.mode == "stream")
     return SourceData(train, val, test, listing.class_names, storage=storage)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dhat.data.files import FileImages
+from dhat.data.files import FileImages, FileMasks
 
 __all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "check_storage", "choose_storage",
            "image_set_to_arrays"]
@@ -38,6 +38,23 @@ MEMORY_SHARE = 0.5
 # Keys of a streamed image set's index in its .npz file.
 _STORAGE, _ROOT, _FILES, _SIZE, _SHAPE, _DIGEST = ("storage", "root", "files", "image_size", "image_shape", "digest")
 _INDEX_KEYS = (_STORAGE, _ROOT, _FILES, _SIZE, _SHAPE, _DIGEST)
+# A per-sample array that stays in its files (FileMasks: external masks) is indexed as a group of these arrays.
+_MASK_FILES = "mask_files"
+
+
+def _masks_to_arrays(masks: FileMasks) -> dict[str, np.ndarray]:
+    return {_STORAGE: np.array(_MASK_FILES), _ROOT: np.array(masks.root),
+            _FILES: np.array([name.encode("utf-8") for name in masks.files], dtype=bytes),
+            _SHAPE: np.array(masks.shape[1:], dtype=np.int64), "resize": np.array(masks.resize)}
+
+
+def _arrays_to_masks(group: Mapping[str, Any]) -> FileMasks:
+    return FileMasks(str(group[_ROOT]), [bytes(n).decode("utf-8") for n in np.asarray(group[_FILES])],
+                     tuple(int(v) for v in np.asarray(group[_SHAPE])), bool(group["resize"]))
+
+
+def _is_mask_index(value: Any) -> bool:
+    return isinstance(value, Mapping) and str(value.get(_STORAGE, "")) == _MASK_FILES
 
 
 def available_memory_bytes() -> int | None:
@@ -99,7 +116,8 @@ def image_set_to_arrays(image_set: Mapping[str, Any]) -> dict[str, np.ndarray]:
     clash = set(_INDEX_KEYS) & set(image_set)
     if clash:
         raise ValueError(f"a streamed image set cannot hold keys named {sorted(clash)}")
-    rest = {key: value for key, value in image_set.items() if key != "images"}
+    rest = {key: _masks_to_arrays(value) if isinstance(value, FileMasks) else value
+            for key, value in image_set.items() if key != "images"}
     return {
         **rest,
         _STORAGE: np.array("stream"),
@@ -121,4 +139,6 @@ def arrays_to_image_set(arrays: Mapping[str, Any]) -> dict[str, Any]:
     files = [bytes(name).decode("utf-8") for name in np.asarray(arrays[_FILES])]
     shape = tuple(int(v) for v in np.asarray(arrays[_SHAPE]))
     images = FileImages(str(arrays[_ROOT]), files, None if size < 0 else size, shape=shape)  # type: ignore[arg-type]
-    return {"images": images, **{key: value for key, value in arrays.items() if key not in _INDEX_KEYS}}
+    rest = {key: _arrays_to_masks(value) if _is_mask_index(value) else value
+            for key, value in arrays.items() if key not in _INDEX_KEYS}
+    return {"images": images, **rest}

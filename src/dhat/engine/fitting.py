@@ -22,7 +22,7 @@ from dhat.attention.masks import LOW_COVERAGE, stored_mask_statistics
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
 from dhat.data.external_masks import EXTERNAL_MASKS_KEY
-from dhat.data.files import FileImages
+from dhat.data.files import FileImages, FileMasks
 from dhat.data.loading import to_training_set
 from dhat.engine.distributed import Distributed, launch
 from dhat.engine.recipe import TrainingConfig
@@ -74,7 +74,8 @@ def training_maps(
                 f"{label}: method {method.name!r} trains with mask_source {settings.source!r}, but the training data "
                 f"has no {what}. Leave this method out of the run (--namespaces) or give it data that has them"
             )
-        return np.asarray(train_set[key])
+        stored = train_set[key]
+        return stored if isinstance(stored, FileMasks) else np.asarray(stored)  # mask files stay files (stream mode)
     if attention_masks is None or attention_masks.get("masks") is None:
         raise ValueError(
             f"method {method.name!r} ({label}) needs attention masks but none were given: "
@@ -91,7 +92,7 @@ def describe_masks(
 
     ``image_size`` is the training images' height and width (feature-resolution maps expand to it).
     """
-    stats = stored_mask_statistics(np.asarray(maps), settings.rule, None if true_masks is None else np.asarray(true_masks),
+    stats = stored_mask_statistics(maps if isinstance(maps, FileMasks) else np.asarray(maps), settings.rule, None if true_masks is None else np.asarray(true_masks),
                                    image_size=image_size)
     description = {"source": settings.source, **dataclasses.asdict(settings.rule), **stats}
     iou = stats["iou_true_background"]
@@ -177,7 +178,7 @@ def fit(
     train = to_training_set(train_set, torch_device, masks=maps, name="train_set", loader=loader, seed=config.seed)
     mask_stats = None
     if maps is None:
-        train.masks = None
+        train.masks = None  # the set's true masks: this method trains without masks
     else:
         mask_stats = describe_masks(method.mask_settings(), maps, train_set.get("masks"), label,
                                     image_size=tuple(train_set["images"].shape[1:3]))

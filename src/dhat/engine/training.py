@@ -261,7 +261,7 @@ def train_model(
     Raises:
         ValueError: when the method needs masks and ``train_set`` has none.
     """
-    if method.needs_masks and train_set.masks is None:
+    if method.needs_masks and not train_set.has_masks:
         raise ValueError(
             f"method {method.name!r} needs attention masks for the training images: "
             "run the mask_precomputation pipeline first"
