@@ -164,10 +164,13 @@ def _history(frame):
 @pytest.mark.parametrize(("method", "worker_counts", "augment"), [
     ({"name": "pgd_at", "params": {"attack": {"steps": 2}}}, (0, 2), "crop_flip"),
     ({"name": "pgd_at", "params": {"attack": {"steps": 1}}}, (0,), "resized_crop"),
-    ({"name": "sglr", "params": {"attack": {"steps": 2}, "start_fraction": 0.5}}, (0,), "crop_flip")])
+    ({"name": "sglr", "params": {"attack": {"steps": 2}, "start_fraction": 0.5}}, (0,), "crop_flip"),
+    ({"name": "cfa", "params": {"base_method": "pgd_at", "base": {"attack": {"steps": 1}}, "ccm_start_epoch": 1,
+                               "fawa_threshold": 0.0, "validation": {"steps": 1}}}, (0,), "crop_flip")])
 def test_training_from_files_equals_training_from_memory(tmp_path, method, worker_counts, augment, single_thread):
     """Same seed, same CPU: the streamed run (in-process, and with 2 decoding workers) has memory mode's weights and
-    history, with either augmentation; SGLR's per-sample state follows the same indices."""
+    history, with either augmentation; SGLR's per-sample soft labels follow the same indices and CFA's per-class
+    validation (its weight averaging's trigger) reads the streamed validation split."""
     names, pixels, labels = _write_folder(tmp_path, 72, seed=4)
     info = {"num_classes": 3, "image_shape": [SIZE, SIZE, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
     training = {"epochs": 2, "batch_size": 16, "val_steps": 2, "progress": False, "crop_padding": 1, "flip": True,
