@@ -153,7 +153,8 @@ def test_sensitivity_and_mask_sources_make_their_namespaces_from_yaml_and_reach_
     # conf/test: lambda1 in {0, 1}, lambda2 and background_share one value each; clean and PGD-10 per run.
     assert sorted(summary.groupby("parameter")["value"].nunique().items()) == [
         ("background_share", 1), ("lambda1", 2), ("lambda2", 1)]
-    assert set(summary["attack"]) == {"clean", "pgd10"} and (summary["n_images"] == 450).all()
+    # The sweep scores the evaluation's own fixed subset (conf/test: evaluation.n_eval 24 of the 450 test images).
+    assert set(summary["attack"]) == {"clean", "pgd10"} and (summary["n_images"] == 24).all()
     for parameter in ("lambda1", "lambda2", "background_share"):
         assert (folder / f"sensitivity_{parameter}.png").stat().st_size > 1000
         assert (folder / f"sensitivity_{parameter}.csv").exists()
