@@ -203,10 +203,15 @@ def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, m
 @pytest.fixture(scope="module")
 def study_project(tmp_path_factory, mlflow_store) -> Path:
     """``kedro run --pipelines=study --env test`` in a scratch project (shared by the study's tests)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
-        project = _scratch(tmp_path_factory.mktemp("dhat_study"))
-        _run(project, pipeline_names=["study"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per process, as a Dask worker has (test_dask_runner compares the two)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("KEDRO_ENV", "test")  # conf/test's seeds make the namespaces, as in a CLI run
+            project = _scratch(tmp_path_factory.mktemp("dhat_study"))
+            _run(project, pipeline_names=["study"])
+    finally:
+        torch.set_num_threads(threads)
     return project
 
 
@@ -267,6 +272,43 @@ def test_the_results_notebook_runs_on_the_studys_outputs(study_project, monkeypa
     assert "DHAT - PGD-AT, clean, per seed" in printed  # recomputed from the per-image records, equal to the table
     tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("DHAT - UIAT" in t for t in tables) and any("per_seed" in t for t in tables)
+
+
+def _metrics(project: Path) -> dict[str, dict]:
+    """Every unit's metrics (the newest version of each), by its path under 07_model_output."""
+    root = project / "data/07_model_output"
+    found = {}
+    for folder in sorted(root.rglob("metrics.json")):
+        if folder.is_dir():
+            newest = sorted(p for p in folder.iterdir() if p.is_dir())[-1]
+            found[str(folder.relative_to(root))] = json.loads((newest / "metrics.json").read_text())
+    return found
+
+
+def _timeless(value):
+    """The metrics without wall-clock figures."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if "second" not in k and "time" not in k}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def test_the_study_on_two_dask_workers_gives_the_sequential_runs_metrics(study_project, tmp_path, monkeypatch):
+    """``kedro run --runner=dhat.dask_runner.DaskRunner --pipelines=study`` on a local cluster of 2 worker processes.
+
+    Same threads per process (one: the nanny's OMP_NUM_THREADS=1; the sequential fixture runs single-threaded)."""
+    pytest.importorskip("distributed")
+    from dhat.dask_runner import DaskRunner, DaskSettings
+
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    project = _scratch(tmp_path)
+    runner = DaskRunner(settings=DaskSettings(n_workers=2, threads_per_worker=1, dashboard_address=None))
+    _run(project, pipeline_names=["study"], runner=runner)
+    sequential, distributed = _metrics(study_project), _metrics(project)
+    assert len(sequential) >= 8 and set(distributed) == set(sequential)
+    for unit, metrics in sequential.items():
+        assert _timeless(distributed[unit]) == _timeless(metrics), unit
 
 
 def test_with_the_mlflow_extra_each_run_is_one_mlflow_run_with_every_methods_metrics(project):
