@@ -98,15 +98,22 @@ def _mlflow_run() -> tuple[str, str] | None:
     return None if run is None else (mlflow.get_tracking_uri(), run.info.run_id)
 
 
+_WORKER_LOGGING: list[bool] = []  # set once per worker process
+
+
 def run_node_on_worker(node: Node, catalog: Any, run_id: str | None, package: str,
-                       mlflow_run: tuple[str, str] | None) -> str:
-    """Run one node in a Dask worker with the project's hooks; returns its name."""
+                       mlflow_run: tuple[str, str] | None, logging_config: dict[str, Any] | None = None) -> str:
+    """Run one node in a Dask worker with the project's hooks and the driver's logging; returns its name."""
     from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks  # noqa: PLC0415
-    from kedro.framework.project import PACKAGE_NAME, configure_project, settings  # noqa: PLC0415
+    from kedro.framework.project import PACKAGE_NAME, configure_logging, configure_project, settings  # noqa: PLC0415
     from kedro.runner.task import Task  # noqa: PLC0415
 
     if PACKAGE_NAME != package:
         configure_project(package)
+    if logging_config and not _WORKER_LOGGING:
+        configure_logging(logging_config)  # the node's log lines on the worker, as the driver writes them
+        _WORKER_LOGGING.append(True)
+    logger.info("Running node %s on Dask worker process %d", node.name, os.getpid())
     hook_manager = _create_hook_manager()
     _register_hooks(hook_manager, settings.HOOKS)
     hook_manager.hook.after_catalog_created(catalog=catalog, conf_catalog={}, conf_creds={}, parameters={},
@@ -195,13 +202,16 @@ class DaskRunner(AbstractRunner):
         load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
         by_key: dict[str, Node] = {}
         mlflow_run = _mlflow_run()
+        from kedro.framework.project import LOGGING  # noqa: PLC0415
+
+        logging_config = dict(getattr(LOGGING, "data", {}) or {})
         pending = as_completed()
 
         def submit_ready() -> None:
             ready = sorted((n for n in todo if dependencies[n] <= done), key=lambda n: n.name)
             for node in ready:
                 todo.discard(node)
-                future = client.submit(run_node_on_worker, node, catalog, run_id, package, mlflow_run,
+                future = client.submit(run_node_on_worker, node, catalog, run_id, package, mlflow_run, logging_config,
                                        key=f"{node.name}-{run_id or 'run'}", pure=False, retries=0)
                 by_key[future.key] = node
                 pending.add(future)

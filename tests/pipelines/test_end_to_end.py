@@ -327,3 +327,61 @@ def test_with_the_mlflow_extra_each_run_is_one_mlflow_run_with_every_methods_met
     assert run.data.params["dhat.method.params.lambda1"] == "1.0"  # kedro-mlflow's parameters, flattened
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.md", "report/attention_shift_figure.png", "report/results_table.csv"} <= artifacts
+
+
+def test_a_unit_whose_dask_worker_is_killed_after_its_second_epoch_resumes_to_the_uninterrupted_weights(
+        tmp_path, monkeypatch, capfd):
+    """SIGKILL of the worker process while it trains PGD-AT (3 epochs): Dask gives the node to the restarted worker,
+    training resumes after epoch 2 from the state on disk, and the weights equal an uninterrupted run's."""
+    pytest.importorskip("distributed")
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from dhat.dask_runner import DaskRunner, DaskSettings
+
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    params = {"training": {"epochs": 3}}
+    projects = {name: _scratch(tmp_path / name) for name in ("plain", "killed") if not (tmp_path / name).mkdir()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for project in projects.values():
+            _run(project, pipeline_names=["data_ingestion", "mask_precomputation"])
+        _run(projects["plain"], pipeline_names=["train_eval"], namespaces=["pgd_at"], params=params)
+    finally:
+        torch.set_num_threads(threads)
+    state = projects["killed"] / "data/06_models/pgd_at/training_state.pt"
+    killed: list[int] = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+
+        def kill_after_epoch_two() -> None:
+            deadline = time.monotonic() + 300
+            while not killed and time.monotonic() < deadline:
+                try:
+                    done = state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2
+                except Exception:  # noqa: BLE001 - a state being replaced: look again
+                    done = False
+                if done:
+                    pid = next(iter(client.run(os.getpid).values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_after_epoch_two, daemon=True)
+        killer.start()
+        runner = DaskRunner(settings=DaskSettings(address=cluster.scheduler_address))
+        _run(projects["killed"], pipeline_names=["train_eval"], namespaces=["pgd_at"], params=params, runner=runner)
+        killer.join(timeout=5)
+    assert killed, "the worker was never killed: the training state never reached epoch 2"
+    printed = capfd.readouterr()
+    assert "resuming after epoch 2 of 3" in printed.out + printed.err
+    for name in ("model_best.pt", "model_last.pt"):
+        plain, resumed = (torch.load(_latest(p / f"data/06_models/pgd_at/{name}"), weights_only=True)
+                          for p in (projects["plain"], projects["killed"]))
+        assert plain["metadata"]["epoch"] == resumed["metadata"]["epoch"]
+        for key, value in plain["state_dict"].items():
+            assert torch.equal(resumed["state_dict"][key], value), (name, key)
