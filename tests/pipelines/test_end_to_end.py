@@ -385,3 +385,39 @@ def test_a_unit_whose_dask_worker_is_killed_after_its_second_epoch_resumes_to_th
         assert plain["metadata"]["epoch"] == resumed["metadata"]["epoch"]
         for key, value in plain["state_dict"].items():
             assert torch.equal(resumed["state_dict"][key], value), (name, key)
+
+
+def test_the_studys_units_run_one_by_one_give_the_same_metrics_and_a_finished_unit_does_nothing(
+        study_project, tmp_path, monkeypatch):
+    """``python -m dhat.units run --pipeline study --unit I`` for every unit in stage order (as SLURM arrays would)."""
+    from dhat.units import pipeline_units, run_unit
+
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    project = _scratch(tmp_path)
+    bootstrap_project(REPO)
+    from kedro.framework.project import pipelines
+
+    units = pipeline_units(pipelines["study"])
+    stages = [u.stage for u in units]
+    assert stages == sorted(stages) and stages[0] == 0 and max(stages) >= 2
+    assert any(u.name == "study_seed1.dhat" for u in units) and all(u.nodes for u in units)
+    # Every dependency points to an earlier stage: the units of one stage are independent.
+    owner = {name: u for u in units for name in u.nodes}
+    for node, parents in pipelines["study"].node_dependencies.items():
+        for parent in parents:
+            assert owner[parent.name] is owner[node.name] or owner[parent.name].stage < owner[node.name].stage
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for unit in units:
+            assert run_unit(project, "study", unit=unit.index, env="test", conf_source=str(REPO / "conf"),
+                            package_root=REPO)
+        last = units[-1]
+        assert run_unit(project, "study", stage=last.stage, task=0, env="test", conf_source=str(REPO / "conf"),
+                        package_root=REPO) == []  # finished: nothing runs again
+    finally:
+        torch.set_num_threads(threads)
+    sequential, by_unit = _metrics(study_project), _metrics(project)
+    assert set(by_unit) == set(sequential)
+    for unit, metrics in sequential.items():
+        assert _timeless(by_unit[unit]) == _timeless(metrics), unit
