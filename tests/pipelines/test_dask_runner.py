@@ -24,3 +24,24 @@ def test_the_dask_section_is_checked_by_name():
         DaskSettings.from_dict({"cluster": "slurm"})
     with pytest.raises(ValueError, match="dask.n_workers must be a positive integer or null"):
         DaskSettings.from_dict({"n_workers": 0})
+
+
+def _fails(value):
+    raise ValueError(f"training.lr must be > 0, got {value}")
+
+
+def test_a_node_that_raises_stops_the_run_with_its_own_error_and_is_not_retried(tmp_path):
+    pytest.importorskip("distributed")
+    calls = tmp_path / "calls"
+
+    def counted(value):
+        with calls.open("a") as handle:
+            handle.write("x")
+        return _fails(value)
+
+    pipeline = Pipeline([Node(counted, "params:lr", "never", name="bad_node")])
+    catalog = DataCatalog({"params:lr": MemoryDataset(-1)})
+    runner = DaskRunner(settings={"n_workers": 1, "dashboard_address": None})
+    with pytest.raises(ValueError, match="training.lr must be > 0, got -1"):
+        runner.run(pipeline, catalog)
+    assert calls.read_text() == "x"  # one attempt
