@@ -15,12 +15,12 @@ import torch
 from dhat.attention.gradcam import dequantize_masks, expand_cam, grad_cam, grad_cam_raw
 from dhat.attention.masks import MaskRule, stored_mask_statistics
 from dhat.attention.reference_model import MaskModelSettings
-from dhat.attention.stored import is_feature_maps, pixel_maps, pixel_maps_uint8
 from dhat.checkpoints import load_classifier
 from dhat.data.files import FileImages
 from dhat.data.loading import to_training_set
 from dhat.engine.augment import random_crop_flip, random_resized_crop_flip
 from dhat.engine.fitting import fit
+from dhat.maps import is_feature_maps, pixel_maps, pixel_maps_uint8
 from dhat.pipelines.mask_precomputation.nodes import compute_attention_masks
 from dhat.tensors import to_device_set
 from tests.data.test_streaming import _write_folder

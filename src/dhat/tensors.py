@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dhat.attention.stored import check_stored_maps, is_feature_maps, pixel_maps
+from dhat.maps import check_stored_maps, is_feature_maps, pixel_maps
 
 __all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "labels_and_masks", "to_device_set"]
 
@@ -27,7 +27,7 @@ class DeviceImageSet:
 
     images: torch.Tensor
     labels: torch.Tensor
-    masks: torch.Tensor | None = None  # or float32 [N, h, w] feature-resolution Grad-CAM (dhat.attention.stored)
+    masks: torch.Tensor | None = None  # or float32 [N, h, w] feature-resolution Grad-CAM (dhat.maps)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -66,7 +66,7 @@ def float_masks(masks: torch.Tensor | None, index: torch.Tensor | slice | None =
     """Stored masks (all, or ``index``) as float ``[B, H, W]`` in ``[0, 1]``, or ``None`` without masks.
 
     uint8 masks are pixel-level; float32 ones are feature-resolution Grad-CAM, expanded to ``size``
-    (the images' height and width) on their device (:func:`dhat.attention.stored.pixel_maps`).
+    (the images' height and width) on their device (:func:`dhat.maps.pixel_maps`).
     """
     if masks is None:
         return None
@@ -96,7 +96,7 @@ def to_device_set(
         image_set: mapping with ``images`` and ``labels`` (and optionally ``masks``).
         device: target device.
         masks: attention maps to use instead of ``image_set["masks"]`` (uint8 ``[N, H, W]``, or float32
-            feature-resolution Grad-CAM ``[N, h, w]``, see :mod:`dhat.attention.stored`).
+            feature-resolution Grad-CAM ``[N, h, w]``, see :mod:`dhat.maps`).
         name: dataset name for error messages.
         bound: the parameter that bounds how many images the set holds (``evaluation.n_eval``); a
             streamed set too large to hold in memory is refused with an error that names it.

@@ -1,7 +1,7 @@
 """How well a crop of a stored attention map stands in for Grad-CAM recomputed on the cropped image.
 
 DHAT's masks are computed once per training image, on the whole image, and follow the image
-through each batch's augmentation (:mod:`dhat.attention.stored`). The reference code instead
+through each batch's augmentation (:mod:`dhat.maps`). The reference code instead
 recomputes Grad-CAM on every augmented batch: one extra forward and backward pass of the mask
 model per image and step. With a random-resized crop of small area (ImageNet's 0.08) and a
 coarse map (7x7 for a ResNet-18 on 224 px), the crop of the stored map is an upsampled patch of
@@ -27,8 +27,8 @@ import torch
 
 from dhat.attention.gradcam import grad_cam, grad_cam_raw, region_iou
 from dhat.attention.masks import MaskRule, background_mask
-from dhat.attention.stored import pixel_maps
 from dhat.engine.augment import crop_resize, resized_crop_boxes
+from dhat.maps import pixel_maps
 from dhat.models import ImageClassifier
 
 __all__ = ["crop_agreement"]

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dhat.attacks import batchnorm_mode
+from dhat.maps import dequantize_masks, expand_cam, quantize_masks
 from dhat.models import ImageClassifier
 
 __all__ = ["expand_cam", "grad_cam", "grad_cam_raw", "grad_cam_batched", "region_iou", "foreground_iou", "quantize_masks", "dequantize_masks"]
@@ -38,20 +39,6 @@ def grad_cam_raw(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) 
         (grads,) = torch.autograd.grad(score, feature_map)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     return F.relu((weights * feature_map.detach()).sum(dim=1))
-
-
-def expand_cam(raw: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Feature-resolution Grad-CAM ``[B, h, w]`` -> the image-resolution map ``[B, H, W]`` in ``[0, 1]``.
-
-    Bilinear upsampling to ``size`` (``align_corners=False``), then per-image min-max
-    normalisation; a constant map becomes all zeros. Per image, so a batch of maps expands to
-    exactly the values each map gets alone.
-    """
-    cam = F.interpolate(raw.float().unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
-    flat = cam.flatten(1)
-    low = flat.min(dim=1).values.view(-1, 1, 1)
-    span = (flat.max(dim=1).values.view(-1, 1, 1) - low).clamp_min(1e-12)
-    return ((cam - low) / span).clamp_(0.0, 1.0)
 
 
 def grad_cam(model: ImageClassifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -88,13 +75,3 @@ def region_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def foreground_iou(attention: torch.Tensor, true_foreground: torch.Tensor, threshold: float) -> torch.Tensor:
     """Per-image IoU between ``attention >= threshold`` and a boolean foreground mask (see :func:`region_iou`)."""
     return region_iou(attention >= threshold, true_foreground)
-
-
-def quantize_masks(maps: torch.Tensor) -> torch.Tensor:
-    """Store ``[0, 1]`` maps as uint8 (1/255 resolution: 4x smaller than float32)."""
-    return (maps.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-
-
-def dequantize_masks(maps: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`quantize_masks`."""
-    return maps.float() / 255.0

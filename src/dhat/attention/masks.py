@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dhat.attention.gradcam import region_iou
-from dhat.attention.stored import is_feature_maps, pixel_maps
+from dhat.maps import is_feature_maps, pixel_maps
 
 __all__ = ["MASK_RULES", "MaskRule", "background_mask", "mask_statistics", "stored_mask_statistics", "LOW_COVERAGE"]
 
@@ -115,7 +115,7 @@ def stored_mask_statistics(
 
     ``maps`` are uint8 (``round(255 * M)``) or float32 feature-resolution Grad-CAM, which is
     expanded to ``image_size`` (default: the true masks' size) chunk by chunk as training expands it
-    (:func:`dhat.attention.stored.pixel_maps`).
+    (:func:`dhat.maps.pixel_maps`).
     """
     feature = is_feature_maps(maps)
     if feature and image_size is None:

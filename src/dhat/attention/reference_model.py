@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhat.attention.stored import MAP_RESOLUTIONS
 from dhat.checkpoints import build_from_spec, load_classifier, make_checkpoint
 from dhat.config import dataclass_from_dict
+from dhat.maps import MAP_RESOLUTIONS
 from dhat.models import available_models
 
 __all__ = [
@@ -67,7 +67,7 @@ class MaskModelSettings:
         input_size: resize images to this side before the mask model (``None``: as they are).
         map_resolution: ``image`` stores each Grad-CAM map upsampled to the image (uint8 per pixel);
             ``feature`` stores it at the feature map's own resolution (float32, 7x7 for a ResNet on
-            224 px), expanded per batch on the device (:mod:`dhat.attention.stored`).
+            224 px), expanded per batch on the device (:mod:`dhat.maps`).
     """
 
     model: Mapping[str, Any] = field(default_factory=lambda: {"name": "small_cnn", "width": 16})

@@ -155,6 +155,19 @@ class FileImages:
         return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))], self.image_size)
 
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if self.nbytes > MATERIALISE_LIMIT_BYTES:
+            raise MemoryError(
+                f"decoding all {len(self)} images of {self.root} would take {self.nbytes / 2**30:.1f} GiB; this step "
+                "needs them in memory. Stream them (data.storage: stream) through a loader, or work on a bounded subset"
+            )
+        array = self[:]
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"FileImages({self.root!r}, {len(self)} files, image_size={self.image_size}, shape={self.shape})"
+
+
 class FileMasks(FileImages):
     """A split's per-image mask files (``data.external_masks`` as a folder) as uint8 ``[N, H, W]``, read when indexed.
 
@@ -192,18 +205,6 @@ class FileMasks(FileImages):
     def digest(self) -> str:
         return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))],
                               f"masks {self._shape[0]}x{self._shape[1]} resize={self.resize}")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if self.nbytes > MATERIALISE_LIMIT_BYTES:
-            raise MemoryError(
-                f"decoding all {len(self)} images of {self.root} would take {self.nbytes / 2**30:.1f} GiB; this step "
-                "needs them in memory. Stream them (data.storage: stream) through a loader, or work on a bounded subset"
-            )
-        array = self[:]
-        return array if dtype is None else array.astype(dtype, copy=False)
-
-    def __repr__(self) -> str:
-        return f"FileImages({self.root!r}, {len(self)} files, image_size={self.image_size}, shape={self.shape})"
 
 
 def require_bounded(images: Any, name: str, bound: str) -> None:

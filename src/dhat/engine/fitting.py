@@ -135,7 +135,7 @@ def fit(
     Args:
         train_set, val_set: image sets (``images``, ``labels``, optional ``masks``).
         attention_masks: ``{"masks": uint8 [N, H, W]}`` (or float32 feature-resolution Grad-CAM
-            ``[N, h, w]``, :mod:`dhat.attention.stored`) for the training images, from the
+            ``[N, h, w]``, :mod:`dhat.maps`) for the training images, from the
             mask precomputation; required by methods that need masks (DHAT), ignored by the others.
         dataset_info: class count, image shape and normalisation statistics of the data.
         method_params: the method's ``{name, params, training}`` section.

@@ -109,7 +109,7 @@ def compute_attention_masks(
     where the data has true foreground masks, the IoU of the thresholded maps with them. With
     ``mask_model.map_resolution: image`` the maps are uint8 per pixel (``round(255 * M)``);
     with ``feature`` they are the raw float32 Grad-CAM at the feature map's resolution, which
-    training expands per batch to the same values (:mod:`dhat.attention.stored`). The foreground
+    training expands per batch to the same values (:mod:`dhat.maps`). The foreground
     threshold is a training parameter, ``omega``. The pass goes ``mask_model.batch_size`` images
     at a time: memory is the stored maps plus one batch, whatever the data size.
     """

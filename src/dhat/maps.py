@@ -1,4 +1,7 @@
-"""Stored attention maps, at the image's resolution or at the attention map's own.
+"""Stored attention maps, at the image's resolution or at the attention map's own; their quantisation and expansion.
+
+Plain torch and numpy (the data layer and the training feed use it); Grad-CAM itself is
+:mod:`dhat.attention.gradcam`.
 
 A mask-needing method (DHAT) trains with one map per training image. Two storage forms:
 
@@ -19,13 +22,37 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from dhat.attention.gradcam import dequantize_masks, expand_cam, quantize_masks
-
-__all__ = ["MAP_RESOLUTIONS", "check_stored_maps", "is_feature_maps", "pixel_maps", "pixel_maps_uint8"]
+__all__ = ["MAP_RESOLUTIONS", "check_stored_maps", "dequantize_masks", "expand_cam", "is_feature_maps", "pixel_maps",
+           "pixel_maps_uint8", "quantize_masks"]
 
 #: ``mask_model.map_resolution``: store maps at the image's resolution or at the feature map's.
 MAP_RESOLUTIONS = ("image", "feature")
+
+
+def expand_cam(raw: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Feature-resolution Grad-CAM ``[B, h, w]`` -> the image-resolution map ``[B, H, W]`` in ``[0, 1]``.
+
+    Bilinear upsampling to ``size`` (``align_corners=False``), then per-image min-max
+    normalisation; a constant map becomes all zeros. Per image, so a batch of maps expands to
+    exactly the values each map gets alone.
+    """
+    cam = F.interpolate(raw.float().unsqueeze(1), size=tuple(size), mode="bilinear", align_corners=False).squeeze(1)
+    flat = cam.flatten(1)
+    low = flat.min(dim=1).values.view(-1, 1, 1)
+    span = (flat.max(dim=1).values.view(-1, 1, 1) - low).clamp_min(1e-12)
+    return ((cam - low) / span).clamp_(0.0, 1.0)
+
+
+def quantize_masks(maps: torch.Tensor) -> torch.Tensor:
+    """Store ``[0, 1]`` maps as uint8 (1/255 resolution: 4x smaller than float32)."""
+    return (maps.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
+def dequantize_masks(maps: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`quantize_masks`."""
+    return maps.float() / 255.0
 
 
 def is_feature_maps(maps: np.ndarray | torch.Tensor) -> bool:
@@ -51,7 +78,7 @@ def pixel_maps(maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.
     """Float ``[B, H, W]`` maps in ``[0, 1]`` at ``size`` from stored maps of either form (on their device).
 
     Pixel-level uint8 maps are divided by 255; feature-resolution maps are expanded
-    (:func:`dhat.attention.gradcam.expand_cam`) and rounded to 1/255, the values the pixel
+    (:func:`expand_cam`) and rounded to 1/255, the values the pixel
     form stores for the same map.
     """
     if is_feature_maps(maps):
