@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from dhat.maps import check_stored_maps, is_feature_maps, pixel_maps
 
-__all__ = ["DeviceImageSet", "float_batch", "float_masks", "iterate_set", "labels_and_masks", "to_device_set"]
+__all__ = ["MATERIALISE_LIMIT_BYTES", "DeviceImageSet", "float_batch", "float_masks", "iterate_set", "labels_and_masks", "require_bounded", "to_device_set"]
+
+
+#: Largest decoded size (bytes) of a streamed set that a step holds in memory at once (``np.asarray`` of its
+#: :class:`dhat.data.files.FileImages`, or a subset it attacks as one tensor); above it an error names the fix.
+MATERIALISE_LIMIT_BYTES = 4 * 2**30
 
 
 @dataclass
@@ -105,8 +111,6 @@ def to_device_set(
         if key not in image_set:
             raise ValueError(f"{name} has no {key!r} array; re-run the data_ingestion pipeline")
     if bound is not None and not isinstance(image_set["images"], np.ndarray):
-        from dhat.data.files import require_bounded  # noqa: PLC0415 - dhat.data imports this module
-
         require_bounded(image_set["images"], name, bound)
     images = np.asarray(image_set["images"])
     if images.ndim != 4 or images.dtype != np.uint8:
@@ -165,3 +169,19 @@ def iterate_set(
         chunk = torch.from_numpy(np.ascontiguousarray(images[start:end])).to(device).permute(0, 3, 1, 2)
         x = float_batch(chunk)
         yield start, end, x, torch.from_numpy(labels[start:end].astype(np.int64)).to(device)
+
+
+def require_bounded(images: Any, name: str, bound: str) -> None:
+    """Refuse to hold a streamed set of more than :data:`MATERIALISE_LIMIT_BYTES` in memory, naming ``bound``.
+
+    Steps that attack or analyse a set as one tensor (the evaluation's subset, a sweep, the
+    analyses, transfer, the tuning check) work on a fixed subset of the streamed split; this
+    names the parameter that sets its size when it is unbounded or too large.
+    """
+    nbytes = int(getattr(images, "nbytes", 0))
+    if nbytes > MATERIALISE_LIMIT_BYTES:
+        raise ValueError(
+            f"{name}: this step holds its {len(images):,} images in memory at once ({nbytes / 2**30:.1f} GiB as uint8, "
+            f"4x that as float on the device), over the {MATERIALISE_LIMIT_BYTES / 2**30:.0f} GiB limit for a streamed "
+            f"set; set {bound} to a bounded subset (e.g. 5000 images, RobustBench's ImageNet subset)"
+        )

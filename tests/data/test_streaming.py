@@ -16,7 +16,9 @@ from PIL import Image
 
 import dhat.data.files
 import dhat.data.registry
-from dhat.data.files import FileImages, FileMasks, decode_image, listing_digest
+import dhat.tensors
+from dhat.data.external_masks import FileMasks
+from dhat.data.files import FileImages, decode_image, listing_digest
 from dhat.data.loading import DecodeDataset, LoaderSettings, StreamImageSet, batch_loader, to_training_set
 from dhat.data.registry import load_source
 from dhat.data.sources import read_images
@@ -86,7 +88,7 @@ def test_a_file_of_another_size_is_named_with_the_fix(folder):
 
 def test_materialising_a_set_too_large_for_memory_says_to_stream(folder, monkeypatch):
     root, names, _, _ = folder
-    monkeypatch.setattr(dhat.data.files, "MATERIALISE_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(dhat.tensors, "MATERIALISE_LIMIT_BYTES", 1000)
     with pytest.raises(MemoryError, match="data.storage: stream"):
         np.asarray(FileImages(root, names, None))
 
@@ -277,7 +279,7 @@ def test_steps_that_hold_a_streamed_set_work_on_its_bounded_subset_and_name_the_
                            {"name": "natural"}, {"name": "small_cnn", "width": 4},
                            {"epochs": 1, "batch_size": 8, "val_steps": 0, "select_on": "val_clean", "progress": False},
                            "cpu")
-    monkeypatch.setattr(dhat.data.files, "MATERIALISE_LIMIT_BYTES", files.nbytes // 2)
+    monkeypatch.setattr(dhat.tensors, "MATERIALISE_LIMIT_BYTES", files.nbytes // 2)
     evaluation = {"n_eval": len(names) // 4}
     torch.manual_seed(0)
     streamed = score_checkpoint(checkpoint, {"images": files, "labels": labels}, evaluation, ["pgd10"], "cpu")

@@ -22,14 +22,17 @@ numpy with ``allow_pickle=False``).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from dhat.data.files import MATERIALISE_LIMIT_BYTES, FileMasks
+from dhat.data.files import FileImages, listing_digest
+from dhat.tensors import MATERIALISE_LIMIT_BYTES
 
-__all__ = ["EXTERNAL_MASKS_KEY", "MASK_FILE_SUFFIXES", "as_mask", "read_mask_array", "read_mask_file", "read_mask_files"]
+__all__ = ["EXTERNAL_MASKS_KEY", "MASK_FILE_SUFFIXES", "FileMasks", "as_mask", "read_mask_array", "read_mask_file", "read_mask_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +102,43 @@ def _read_one(path: Path) -> np.ndarray:
 def read_mask_file(path: Path, size: tuple[int, int], resize: bool) -> np.ndarray:
     """One mask file as uint8 ``[H, W]`` at ``size`` (255 = foreground), resized bilinearly when ``resize``."""
     return _resized(_read_one(Path(path)), size, resize, str(path))
+
+
+class FileMasks(FileImages):
+    """A split's per-image mask files (``data.external_masks`` as a folder) as uint8 ``[N, H, W]``, read when indexed.
+
+    The stream-mode twin of the mask array memory mode reads at ingestion: a row is read and
+    converted (255 = foreground) and resized to the images' ``size`` when ``resize`` is set,
+    exactly as :func:`read_mask_files` does for the whole array. Loader
+    workers read the rows of each batch beside its images.
+
+    Args:
+        root: the mask folder the relative names start from.
+        files: relative paths of the mask files, in split order.
+        size: ``(H, W)`` of the split's images.
+        resize: resize masks of another size bilinearly (``data.image_size`` is set); else they must match.
+    """
+
+    ndim = 3
+
+    def __init__(self, root: str | os.PathLike[str], files: Sequence[str], size: Sequence[int], resize: bool) -> None:
+        self.root = str(root)
+        self.files = [str(f) for f in files]
+        self.resize = bool(resize)
+        self.image_size = None
+        self._shape = (int(size[0]), int(size[1]))  # type: ignore[assignment]
+
+    def decode(self, row: int) -> np.ndarray:
+        """Row ``row`` as uint8 ``[H, W]`` (255 = foreground); a ``ValueError`` naming the file if it does not fit."""
+        mask = read_mask_file(self.path(row), self._shape, self.resize)  # type: ignore[arg-type]
+        return mask if mask.flags.writeable else mask.copy()  # torch shares a writable array without a warning
+
+    def subset(self, index: Any) -> FileMasks:
+        return FileMasks(self.root, [self.files[int(r)] for r in self.rows(index)], self._shape, self.resize)
+
+    def digest(self) -> str:
+        return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))],
+                              f"masks {self._shape[0]}x{self._shape[1]} resize={self.resize}")
 
 
 def read_mask_files(

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MATERIALISE_LIMIT_BYTES", "FileImages", "FileMasks", "decode_image", "listing_digest", "require_bounded"]
+from dhat import tensors
 
-#: Largest decoded size (bytes) that ``np.asarray(file_images)`` builds; above it an error says to stream.
-MATERIALISE_LIMIT_BYTES = 4 * 2**30
+__all__ = ["FileImages", "decode_image", "listing_digest"]
+
 
 #: Rows from which a read decodes in a thread pool.
 _POOL_FROM = 32
@@ -156,7 +156,7 @@ class FileImages:
 
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if self.nbytes > MATERIALISE_LIMIT_BYTES:
+        if self.nbytes > tensors.MATERIALISE_LIMIT_BYTES:
             raise MemoryError(
                 f"decoding all {len(self)} images of {self.root} would take {self.nbytes / 2**30:.1f} GiB; this step "
                 "needs them in memory. Stream them (data.storage: stream) through a loader, or work on a bounded subset"
@@ -166,58 +166,3 @@ class FileImages:
 
     def __repr__(self) -> str:
         return f"FileImages({self.root!r}, {len(self)} files, image_size={self.image_size}, shape={self.shape})"
-
-
-class FileMasks(FileImages):
-    """A split's per-image mask files (``data.external_masks`` as a folder) as uint8 ``[N, H, W]``, read when indexed.
-
-    The stream-mode twin of the mask array memory mode reads at ingestion: a row is read and
-    converted (255 = foreground) and resized to the images' ``size`` when ``resize`` is set,
-    exactly as :func:`dhat.data.external_masks.read_mask_files` does for the whole array. Loader
-    workers read the rows of each batch beside its images.
-
-    Args:
-        root: the mask folder the relative names start from.
-        files: relative paths of the mask files, in split order.
-        size: ``(H, W)`` of the split's images.
-        resize: resize masks of another size bilinearly (``data.image_size`` is set); else they must match.
-    """
-
-    ndim = 3
-
-    def __init__(self, root: str | os.PathLike[str], files: Sequence[str], size: Sequence[int], resize: bool) -> None:
-        self.root = str(root)
-        self.files = [str(f) for f in files]
-        self.resize = bool(resize)
-        self.image_size = None
-        self._shape = (int(size[0]), int(size[1]))  # type: ignore[assignment]
-
-    def decode(self, row: int) -> np.ndarray:
-        """Row ``row`` as uint8 ``[H, W]`` (255 = foreground); a ``ValueError`` naming the file if it does not fit."""
-        from dhat.data.external_masks import read_mask_file  # noqa: PLC0415 - that module imports this one
-
-        mask = read_mask_file(self.path(row), self._shape, self.resize)  # type: ignore[arg-type]
-        return mask if mask.flags.writeable else mask.copy()  # torch shares a writable array without a warning
-
-    def subset(self, index: Any) -> FileMasks:
-        return FileMasks(self.root, [self.files[int(r)] for r in self.rows(index)], self._shape, self.resize)
-
-    def digest(self) -> str:
-        return listing_digest(self.files, [self.path(i).stat().st_size for i in range(len(self))],
-                              f"masks {self._shape[0]}x{self._shape[1]} resize={self.resize}")
-
-
-def require_bounded(images: Any, name: str, bound: str) -> None:
-    """Refuse to hold a streamed set of more than :data:`MATERIALISE_LIMIT_BYTES` in memory, naming ``bound``.
-
-    Steps that attack or analyse a set as one tensor (the evaluation's subset, a sweep, the
-    analyses, transfer, the tuning check) work on a fixed subset of the streamed split; this
-    names the parameter that sets its size when it is unbounded or too large.
-    """
-    nbytes = int(getattr(images, "nbytes", 0))
-    if nbytes > MATERIALISE_LIMIT_BYTES:
-        raise ValueError(
-            f"{name}: this step holds its {len(images):,} images in memory at once ({nbytes / 2**30:.1f} GiB as uint8, "
-            f"4x that as float on the device), over the {MATERIALISE_LIMIT_BYTES / 2**30:.0f} GiB limit for a streamed "
-            f"set; set {bound} to a bounded subset (e.g. 5000 images, RobustBench's ImageNet subset)"
-        )

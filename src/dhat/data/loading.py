@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dhat.data.files import FileImages, FileMasks
+from dhat.data.external_masks import FileMasks
+from dhat.data.files import FileImages
 from dhat.tensors import DeviceImageSet, float_batch, float_masks, labels_and_masks, to_device_set
 
 __all__ = ["DecodeDataset", "FixedBatches", "LoaderSettings", "StreamImageSet", "batch_loader", "default_workers",

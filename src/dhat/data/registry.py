@@ -28,8 +28,8 @@ import numpy as np
 
 from dhat.data.capabilities import DECORRELATED_VALIDATION, EXTERNAL_MASKS, TEST_VARIANTS, TRUE_MASKS
 from dhat.data.embedded import DIGIT_CLASS_NAMES, make_digit_texture_benchmark
-from dhat.data.external_masks import EXTERNAL_MASKS_KEY, read_mask_array, read_mask_files
-from dhat.data.files import FileImages, FileMasks, decode_image
+from dhat.data.external_masks import EXTERNAL_MASKS_KEY, FileMasks, read_mask_array, read_mask_files
+from dhat.data.files import FileImages, decode_image
 from dhat.data.sources import (
     check_image_size,
     check_same_size,

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from dhat.data.files import FileImages, FileMasks
+from dhat.data.external_masks import FileMasks
+from dhat.data.files import FileImages
 
 __all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "check_storage", "choose_storage",
            "image_set_to_arrays"]

@@ -21,8 +21,8 @@ import torch
 from dhat.attention.masks import LOW_COVERAGE, stored_mask_statistics
 from dhat.checkpoints import build_from_spec, make_checkpoint, model_spec
 from dhat.config import device_label, resolve_device
-from dhat.data.external_masks import EXTERNAL_MASKS_KEY
-from dhat.data.files import FileImages, FileMasks
+from dhat.data.external_masks import EXTERNAL_MASKS_KEY, FileMasks
+from dhat.data.files import FileImages
 from dhat.data.loading import to_training_set
 from dhat.engine.distributed import Distributed, launch
 from dhat.engine.recipe import TrainingConfig
