@@ -91,6 +91,10 @@ def _select(units: Sequence[Unit], unit: int | None, stage: int | None, task: in
     return in_stage[task]
 
 
+#: The KEDRO_ENV this process bootstrapped the project with (the pipelines' namespaces depend on it).
+_BOOTSTRAPPED: dict[str, str | None] = {}
+
+
 def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | None = None, stage: int | None = None,
              task: int | None = None, env: str | None = None, params: dict[str, Any] | None = None,
              conf_source: str | None = None, package_root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -100,13 +104,16 @@ def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | No
     ``project``) let the data root differ from the repository, as in the tests. Returns the
     names of the nodes that ran (none for a unit that has finished).
     """
+    import kedro.framework.project as kedro_project  # noqa: PLC0415
     from kedro.framework.session import KedroSession  # noqa: PLC0415
     from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
 
     if env:
         os.environ["KEDRO_ENV"] = env  # the study's seeds and the tuning's methods make the namespaces
-    bootstrap_project(Path(package_root or project))
-    from kedro.framework.project import pipelines  # noqa: PLC0415
+    if kedro_project.PACKAGE_NAME is None or os.environ.get("KEDRO_ENV") != _BOOTSTRAPPED.get("env", "unset"):
+        bootstrap_project(Path(package_root or project))  # (re)building the registry costs about a second
+        _BOOTSTRAPPED["env"] = os.environ.get("KEDRO_ENV")
+    pipelines = kedro_project.pipelines
 
     chosen = _select(units_of(pipeline_name), unit, stage, task)
     with KedroSession.create(project_path=Path(project), env=env, runtime_params=params, conf_source=conf_source) as session:
