@@ -98,6 +98,12 @@ def _mlflow_run() -> tuple[str, str] | None:
     return None if run is None else (mlflow.get_tracking_uri(), run.info.run_id)
 
 
+def _is_daemon() -> bool:
+    import multiprocessing  # noqa: PLC0415
+
+    return bool(multiprocessing.current_process().daemon)
+
+
 _WORKER_LOGGING: list[bool] = []  # set once per worker process
 
 
@@ -124,9 +130,15 @@ def run_node_on_worker(node: Node, catalog: Any, run_id: str | None, package: st
         return node.name
     import mlflow  # noqa: PLC0415 - the optional extra, only when the driver has an active run
 
+    # Attach this worker to the driver's run and leave it attached: ending it here (a `with` block) would mark the
+    # whole run finished while other nodes still log to it. The driver ends it with its final status.
     mlflow.set_tracking_uri(mlflow_run[0])
-    with mlflow.start_run(run_id=mlflow_run[1]):
-        Task(node=node, catalog=catalog, is_async=False, hook_manager=hook_manager, run_id=run_id).execute()
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != mlflow_run[1]:
+        if active is not None:
+            mlflow.end_run()
+        mlflow.start_run(run_id=mlflow_run[1])
+    Task(node=node, catalog=catalog, is_async=False, hook_manager=hook_manager, run_id=run_id).execute()
     return node.name
 
 
@@ -161,7 +173,14 @@ class DaskRunner(AbstractRunner):
         dask.config.set({"distributed.scheduler.allowed-failures": settings.allowed_failures,
                          "distributed.worker.daemon": False})
         if settings.address:
-            return Client(settings.address), None
+            client = Client(settings.address)
+            daemonic = sorted(w for w, flag in client.run(_is_daemon).items() if flag)
+            if daemonic:
+                logger.warning(
+                    "Dask workers %s are daemonic: stream-mode loader workers (training.loader_workers > 0) and "
+                    "data-parallel training (training.devices > 1) cannot start processes there; start the workers "
+                    "with --no-daemon", ", ".join(daemonic))
+            return client, None
         common = {"threads_per_worker": settings.threads_per_worker, "dashboard_address": settings.dashboard_address}
         if settings.cluster == "cuda":
             try:

@@ -44,9 +44,20 @@ class Unit:
     nodes: tuple[str, ...]
 
 
-def pipeline_units(pipeline: Pipeline) -> list[Unit]:
-    """The units of ``pipeline`` in stage order (then by name); see the module docstring."""
+def pipeline_units(pipeline: Pipeline, in_memory: set[str] | frozenset[str] = frozenset()) -> list[Unit]:
+    """The units of ``pipeline`` in stage order (then by name); see the module docstring.
+
+    ``in_memory`` names the datasets that live only in memory (no catalog entry that persists
+    them): a node that writes one and the nodes that read it must run in one process, so their
+    units are merged into one (named after the first of them).
+    """
     key_of = {node: node.namespace or node.name for node in pipeline.nodes}
+    for name in sorted(in_memory):
+        joined = [n for n in pipeline.nodes if name in n.outputs or name in n.inputs]
+        keys = sorted({key_of[n] for n in joined})
+        for node, key in list(key_of.items()):
+            if key in keys[1:]:
+                key_of[node] = keys[0]
     members: dict[str, list[str]] = {}
     for node, key in key_of.items():
         members.setdefault(key, []).append(node.name)
@@ -69,13 +80,21 @@ def pipeline_units(pipeline: Pipeline) -> list[Unit]:
     return [Unit(i, key, stage[key], tuple(sorted(members[key]))) for i, key in enumerate(ordered)]
 
 
-def units_of(pipeline_name: str) -> list[Unit]:
-    """The units of a registered pipeline (the project must be bootstrapped)."""
+def _in_memory(pipeline: Pipeline, catalog: Any) -> set[str]:
+    """The datasets of ``pipeline`` that nodes write and that the catalog keeps in memory only."""
+    from kedro.io import MemoryDataset  # noqa: PLC0415
+
+    outputs = {name for node in pipeline.nodes for name in node.outputs}
+    return {name for name in outputs if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)}
+
+
+def units_of(pipeline_name: str, catalog: Any) -> list[Unit]:
+    """The units of a registered pipeline with ``catalog``'s in-memory datasets (the project must be bootstrapped)."""
     from kedro.framework.project import pipelines  # noqa: PLC0415
 
     if pipeline_name not in pipelines:
         raise ValueError(f"no pipeline {pipeline_name!r}; choose from {', '.join(sorted(pipelines))}")
-    return pipeline_units(pipelines[pipeline_name])
+    return pipeline_units(pipelines[pipeline_name], _in_memory(pipelines[pipeline_name], catalog))
 
 
 def _select(units: Sequence[Unit], unit: int | None, stage: int | None, task: int | None) -> Unit:
@@ -107,6 +126,7 @@ def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | No
     import kedro.framework.project as kedro_project  # noqa: PLC0415
     from kedro.framework.session import KedroSession  # noqa: PLC0415
     from kedro.framework.startup import bootstrap_project  # noqa: PLC0415
+    from kedro.runner import SequentialRunner  # noqa: PLC0415
 
     if env:
         os.environ["KEDRO_ENV"] = env  # the study's seeds and the tuning's methods make the namespaces
@@ -115,17 +135,17 @@ def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | No
         _BOOTSTRAPPED["env"] = os.environ.get("KEDRO_ENV")
     pipelines = kedro_project.pipelines
 
-    chosen = _select(units_of(pipeline_name), unit, stage, task)
     with KedroSession.create(project_path=Path(project), env=env, runtime_params=params, conf_source=conf_source) as session:
         catalog = session.load_context().catalog
+        chosen = _select(units_of(pipeline_name, catalog), unit, stage, task)
         piece = pipelines[pipeline_name].filter(node_names=list(chosen.nodes))
-        missing = [n.name for n in piece.nodes
-                   if any(not catalog.get(o, fallback_to_runtime_pattern=True).exists() for o in n.outputs)]
-        if not missing:
+        # Kedro's own rule (--only-missing-outputs): a node runs when a persisted output is missing, or when a node
+        # that runs needs its in-memory output.
+        to_run = sorted(n.name for n in SequentialRunner()._filter_pipeline_for_missing_outputs(piece, catalog).nodes)
+        if not to_run:
             logger.info("Unit %d (%s, stage %d) has finished already: nothing to run", chosen.index, chosen.name,
                         chosen.stage)
             return []
-        to_run = sorted(n.name for n in piece.from_nodes(*missing).nodes)
         logger.info("Unit %d (%s, stage %d): running %d of its %d nodes", chosen.index, chosen.name, chosen.stage,
                     len(to_run), len(chosen.nodes))
         session.run(pipeline_name=pipeline_name, node_names=to_run)
@@ -169,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.env:
             os.environ["KEDRO_ENV"] = args.env
         bootstrap_project(Path.cwd())
-        units = units_of(args.pipeline)
+        from kedro.framework.session import KedroSession  # noqa: PLC0415
+
+        with KedroSession.create(project_path=Path.cwd(), env=args.env) as session:
+            units = units_of(args.pipeline, session.load_context().catalog)
         for unit in units:
             if args.stage is None or unit.stage == args.stage:
                 sys.stdout.write(f"{unit.index}\tstage {unit.stage}\t{unit.name}\t{len(unit.nodes)} nodes\n")
