@@ -117,6 +117,13 @@ def batch_loader(images: FileImages, settings: LoaderSettings, seed: int, pin_me
     return loader, sampler
 
 
+def _host_rows(index: torch.Tensor | slice | None) -> Any:
+    """A row selection the files can be indexed with: all rows, a slice, or the index's values on the host."""
+    if index is None:
+        return slice(None)
+    return index.cpu().numpy() if isinstance(index, torch.Tensor) else index
+
+
 @dataclass
 class StreamImageSet:
     """A training or validation split whose images stay in their files: the stream-mode twin of
@@ -156,12 +163,12 @@ class StreamImageSet:
 
     def float_images(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images (all, or ``index``) decoded here, as contiguous NCHW float in ``[0, 1]``."""
-        rows = slice(None) if index is None else (index.cpu().numpy() if isinstance(index, torch.Tensor) else index)
+        rows = _host_rows(index)
         return self._to_device(torch.from_numpy(self.files[rows]))
 
     def float_masks(self, index: torch.Tensor | slice | None = None) -> torch.Tensor | None:
         if self.mask_files is not None:
-            rows = slice(None) if index is None else (index.cpu().numpy() if isinstance(index, torch.Tensor) else index)
+            rows = _host_rows(index)
             return float_masks(torch.from_numpy(self.mask_files[rows]).to(self.device))
         return float_masks(self.masks, index, self.files.shape[1:3])
 
