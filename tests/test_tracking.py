@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
-from dhat.tracking import MlflowTrackingHook, epoch_metrics, final_metrics
+from dhat.tracking import MlflowTrackingHook, epoch_metrics, final_metrics, mlflow_runs_closed
 
 
 def test_final_metrics_are_prefixed_by_namespace_and_keep_interval_bounds():
@@ -33,3 +34,27 @@ def test_without_the_extra_or_a_run_the_hook_does_nothing():
     hook._available = False
     hook.after_node_run(node=None, outputs={"dhat.metrics": {"best": {"clean": 1.0}}})  # no MLflow touched
     assert hook._active() is None
+
+
+def test_runs_left_active_by_a_session_are_ended_and_one_active_before_is_kept(tmp_path):
+    """kedro-mlflow's pattern in one process: the run started, then reopened nested in before_node_run."""
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        client = mlflow.MlflowClient()
+        experiment = client.create_experiment("closing")  # this store's own: not one a previous test made active
+        with mlflow_runs_closed():
+            run_id = mlflow.start_run(experiment_id=experiment).info.run_id
+            mlflow.start_run(run_id=run_id, nested=True)
+            mlflow.end_run()  # after_pipeline_run ends one of the two
+            assert mlflow.active_run() is not None
+        assert mlflow.active_run() is None and client.get_run(run_id).info.status == "FINISHED"
+        outer = mlflow.start_run(experiment_id=experiment).info.run_id  # a run the caller opened stays open
+        with mlflow_runs_closed():
+            mlflow.start_run(experiment_id=experiment, nested=True)
+        assert mlflow.active_run().info.run_id == outer
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(previous)

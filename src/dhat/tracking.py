@@ -18,14 +18,16 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 from kedro.framework.hooks import hook_impl
 from matplotlib.figure import Figure
 
-__all__ = ["MlflowTrackingHook", "final_metrics", "epoch_metrics"]
+__all__ = ["MlflowTrackingHook", "final_metrics", "epoch_metrics", "mlflow_runs_closed"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,26 @@ def final_metrics(prefix: str, metrics: Mapping[str, Any]) -> dict[str, float]:
             if (number := _number(interval.get(key))) is not None:
                 found[f"{prefix}.{attack}{suffix}"] = number
     return found
+
+
+@contextmanager
+def mlflow_runs_closed() -> Iterator[None]:
+    """End, on leaving, the MLflow runs that a Kedro session inside left active in this process.
+
+    kedro-mlflow reopens its run in ``before_node_run`` (nested, for threaded runners); in the main
+    thread that stacks the same run twice and its ``after_pipeline_run`` ends only one of them. A
+    ``kedro run`` ends with its process, so this matters only for sessions run from Python one
+    after another (``dhat.units.run_unit``, the tests): the next session would log its parameters
+    into the previous run. Runs that were active on entry are left as they were.
+    """
+    mlflow = sys.modules.get("mlflow")
+    before = [] if mlflow is None or mlflow.active_run() is None else [mlflow.active_run().info.run_id]
+    try:
+        yield
+    finally:
+        mlflow = sys.modules.get("mlflow")  # imported by the session when the extra is installed
+        while mlflow is not None and (run := mlflow.active_run()) is not None and run.info.run_id not in before:
+            mlflow.end_run()
 
 
 def epoch_metrics(prefix: str, history: pd.DataFrame) -> list[tuple[str, float, int]]:

@@ -29,6 +29,8 @@ from typing import Any
 
 from kedro.pipeline import Pipeline
 
+from dhat.tracking import mlflow_runs_closed
+
 __all__ = ["Unit", "pipeline_units", "run_unit", "units_of"]
 
 logger = logging.getLogger(__name__)
@@ -135,7 +137,8 @@ def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | No
         _BOOTSTRAPPED["env"] = os.environ.get("KEDRO_ENV")
     pipelines = kedro_project.pipelines
 
-    with KedroSession.create(project_path=Path(project), env=env, runtime_params=params, conf_source=conf_source) as session:
+    with mlflow_runs_closed(), KedroSession.create(project_path=Path(project), env=env, runtime_params=params,
+                                                   conf_source=conf_source) as session:
         catalog = session.load_context().catalog
         chosen = _select(units_of(pipeline_name, catalog), unit, stage, task)
         piece = pipelines[pipeline_name].filter(node_names=list(chosen.nodes))

@@ -1,12 +1,17 @@
-"""The Dask runner (dhat.dask_runner): its checks before a cluster starts (the study on a cluster: test_end_to_end)."""
+"""The Dask runner (dhat.dask_runner): its checks, a failing node, a killed worker (the study on a cluster: test_study_runs)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
+import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from dhat.dask_runner import DaskRunner, DaskSettings, memory_datasets_between_nodes
+from tests.pipelines.sessions import latest, run_session, scratch
 
 
 def test_a_dataset_passed_in_memory_between_nodes_is_refused_by_name():
@@ -45,3 +50,62 @@ def test_a_node_that_raises_stops_the_run_with_its_own_error_and_is_not_retried(
     with pytest.raises(ValueError, match="training.lr must be > 0, got -1"):
         runner.run(pipeline, catalog)
     assert calls.read_text() == "x"  # one attempt
+
+
+def test_a_unit_whose_dask_worker_is_killed_after_its_second_epoch_resumes_to_the_uninterrupted_weights(
+        tmp_path, monkeypatch, capfd):
+    """SIGKILL of the worker process while it trains PGD-AT (3 epochs): Dask gives the node to the restarted worker,
+    training resumes after epoch 2 from the state on disk, and the weights equal an uninterrupted run's."""
+    pytest.importorskip("distributed")
+    import signal
+    import threading
+    import time
+
+    from distributed import Client, LocalCluster
+
+
+    monkeypatch.setenv("KEDRO_ENV", "test")
+    params = {"training": {"epochs": 3}}
+    projects = {name: scratch(tmp_path / name) for name in ("plain", "killed") if not (tmp_path / name).mkdir()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_session(projects["plain"], pipeline_names=["data_ingestion", "mask_precomputation"])
+        shutil.copytree(projects["plain"] / "data", projects["killed"] / "data", dirs_exist_ok=True)  # same data
+        run_session(projects["plain"], pipeline_names=["train_eval"], namespaces=["pgd_at"], params=params)
+    finally:
+        torch.set_num_threads(threads)
+    state = projects["killed"] / "data/06_models/pgd_at/training_state.pt"
+    killed: list[int] = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+
+        def kill_after_epoch_two() -> None:
+            deadline = time.monotonic() + 300
+            while not killed and time.monotonic() < deadline:
+                try:
+                    done = state.is_file() and torch.load(state, weights_only=True)["epoch"] >= 2
+                except Exception:  # noqa: BLE001 - a state being replaced: look again
+                    done = False
+                if done:
+                    pid = next(iter(client.run(os.getpid).values()))
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_after_epoch_two, daemon=True)
+        killer.start()
+        runner = DaskRunner(settings=DaskSettings(address=cluster.scheduler_address))
+        run_session(projects["killed"], pipeline_names=["train_eval"], namespaces=["pgd_at"], params=params, runner=runner)
+        killer.join(timeout=5)
+    assert killed, "the worker was never killed: the training state never reached epoch 2"
+    printed = capfd.readouterr()
+    assert "resuming after epoch 2 of 3" in printed.out + printed.err
+    for name in ("model_best.pt", "model_last.pt"):
+        plain, resumed = (torch.load(latest(p / f"data/06_models/pgd_at/{name}"), weights_only=True)
+                          for p in (projects["plain"], projects["killed"]))
+        assert plain["metadata"]["epoch"] == resumed["metadata"]["epoch"]
+        for key, value in plain["state_dict"].items():
+            assert torch.equal(resumed["state_dict"][key], value), (name, key)
+
+

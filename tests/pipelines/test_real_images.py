@@ -26,7 +26,7 @@ from PIL import Image
 
 from dhat.extras.datasets import NpzDataset
 from tests.pipelines.memory import REPO, kedro_env, load_parameters
-from tests.pipelines.test_end_to_end import _latest, _run, _scratch
+from tests.pipelines.sessions import latest, run_session, scratch
 
 ARCHIVE = Path(os.environ.get("DHAT_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 PER_CLASS = {"train": 30, "test": 10}
@@ -87,8 +87,8 @@ def cifar_env():
 
 @pytest.fixture(scope="module")
 def real_project(tmp_path_factory, photos, cifar_env) -> Path:
-    root = _scratch(tmp_path_factory.mktemp("dhat_real"))
-    _run(root, env="cifar10", pipeline_names=["train_eval"], params=_tiny(photos))
+    root = scratch(tmp_path_factory.mktemp("dhat_real"))
+    run_session(root, env="cifar10", pipeline_names=["train_eval"], params=_tiny(photos))
     return root
 
 
@@ -101,7 +101,7 @@ def test_train_eval_runs_on_real_photographs_and_leaves_the_oracle_out(real_proj
     assert table["method"].tolist() == CORE_WITHOUT_ORACLE
     report = (real_project / f"{DATA}/08_reporting/report.md").read_text()
     assert "reduced" in report and "dhat_true_masks" not in report
-    metrics = json.loads(_latest(real_project / f"{DATA}/07_model_output/dhat/metrics.json").read_text())
+    metrics = json.loads(latest(real_project / f"{DATA}/07_model_output/dhat/metrics.json").read_text())
     masks = metrics["masks"]  # the cifar10 environment's DHAT: the paper's absolute rule, omega 0.1
     assert (masks["source"], masks["rule"], masks["omega"]) == ("gradcam", "absolute", 0.1)
     assert 0.0 <= masks["coverage"] <= 1.0 and masks["iou_true_background"] is None  # no truth on photographs
@@ -110,12 +110,12 @@ def test_train_eval_runs_on_real_photographs_and_leaves_the_oracle_out(real_proj
 
 def test_a_mask_model_checkpoint_is_loaded_instead_of_trained_and_gives_the_same_masks(real_project, photos, tmp_path):
     project = shutil.copytree(real_project, tmp_path / "copy")
-    trained = _latest(project / f"{DATA}/06_models/mask_model/model.pt")
+    trained = latest(project / f"{DATA}/06_models/mask_model/model.pt")
     given = shutil.copy(trained, tmp_path / "reference.pt")
     before = NpzDataset(str(project / f"{DATA}/04_feature/attention_masks.npz")).load()["masks"]
     params = _tiny(photos)
     params["mask_model"]["checkpoint"] = str(given)
-    _run(project, env="cifar10", pipeline_names=["data_ingestion", "mask_precomputation"], params=params)
+    run_session(project, env="cifar10", pipeline_names=["data_ingestion", "mask_precomputation"], params=params)
     after = NpzDataset(str(project / f"{DATA}/04_feature/attention_masks.npz")).load()["masks"]
     np.testing.assert_array_equal(after, before)
     history = pd.read_csv(project / f"{DATA}/07_model_output/mask_model/history.csv")
@@ -134,17 +134,17 @@ def test_external_masks_beside_the_photographs_train_dhat(real_project, photos, 
     project = shutil.copytree(real_project, tmp_path / "copy")
     params = _tiny(photos)
     params["data"]["external_masks"] = str(masks)
-    _run(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
+    run_session(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
     params["dhat"] = {"method": {"params": {"mask_source": "external"}}}
-    _run(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["dhat"], params=params)
-    checkpoint = torch.load(_latest(project / f"{DATA}/06_models/dhat/model_best.pt"), weights_only=True)
+    run_session(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["dhat"], params=params)
+    checkpoint = torch.load(latest(project / f"{DATA}/06_models/dhat/model_best.pt"), weights_only=True)
     described = checkpoint["metadata"]["masks"]
     assert described["source"] == "external" and described["coverage"] == pytest.approx(1 - 256 / 1024)
 
 
 def test_mask_sources_run_on_real_photographs_with_the_environments_list(real_project, photos, tmp_path):
     project = shutil.copytree(real_project, tmp_path / "copy")
-    _run(project, env="cifar10", pipeline_names=["mask_sources"], params=_tiny(photos))
+    run_session(project, env="cifar10", pipeline_names=["mask_sources"], params=_tiny(photos))
     table = pd.read_csv(project / f"{DATA}/08_reporting/mask_sources/mask_sources.csv").set_index("source")
     assert list(table.index) == ["gradcam", "captum_gradcam", "integrated_gradients"]  # conf/cifar10: no 'true'
     # Scored on the evaluation's subset (conf/test's evaluation.n_eval: 24 of the 100 test photographs).
@@ -156,11 +156,11 @@ def test_photographs_given_with_params_to_a_pipeline_built_for_the_digits_stop_b
     """``kedro run --pipelines=train_eval --params data.source=image_folder,...`` in an environment of the embedded data:
     the pipeline has the oracle, the data has no true masks; nothing may start."""
     monkeypatch.setenv("KEDRO_ENV", "test")
-    project = _scratch(tmp_path)
+    project = scratch(tmp_path)
     params = {"data": {"source": "image_folder", "root": str(photos), "val_size": 50}}
     with pytest.raises(ValueError, match=r"(?s)dhat_true_masks \(dhat_true_masks\.method\.params\.mask_source: true\).*"
                                          r"data\.source='image_folder'.*--namespaces"):
-        _run(project, pipeline_names=["train_eval"], params=params)
+        run_session(project, pipeline_names=["train_eval"], params=params)
     assert not (project / "data").exists() or not any((project / "data").rglob("*.npz"))
 
 
@@ -208,22 +208,22 @@ def test_stream_mode_keeps_the_photographs_in_their_files_and_gives_memory_modes
     params = _tiny(photos)
     params["data"]["storage"] = "stream"
     params["training"]["loader_workers"] = 2
-    _run(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
+    run_session(project, env="cifar10", pipeline_names=["data_ingestion"], params=params)
     with np.load(project / f"{DATA}/05_model_input/train_set.npz", allow_pickle=False) as index:
         assert "images" not in index.files and index["files"].shape == (250,) and str(index["storage"]) == "stream"
     info = json.loads((project / f"{DATA}/05_model_input/dataset_info.json").read_text())
     memory_info = json.loads((real_project / f"{DATA}/05_model_input/dataset_info.json").read_text())
     assert info["storage"] == "stream" and memory_info["storage"] == "memory"
     assert info["mean"] == memory_info["mean"] and info["std"] == memory_info["std"]  # exact integer sums either way
-    _run(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["natural", "pgd_at"], params=params)
+    run_session(project, env="cifar10", pipeline_names=["train_eval"], namespaces=["natural", "pgd_at"], params=params)
     for method in ("natural", "pgd_at"):
         out = f"{DATA}/07_model_output/{method}"
-        streamed, memory = (json.loads(_latest(p / f"{out}/metrics.json").read_text()) for p in (project, real_project))
+        streamed, memory = (json.loads(latest(p / f"{out}/metrics.json").read_text()) for p in (project, real_project))
         assert _without_timings(streamed) == _without_timings(memory), method
-        histories = [pd.read_csv(_latest(p / f"{out}/history.csv")) for p in (project, real_project)]
+        histories = [pd.read_csv(latest(p / f"{out}/history.csv")) for p in (project, real_project)]
         histories = [frame.drop(columns=[c for c in frame.columns if c.endswith("seconds")]) for frame in histories]
         pd.testing.assert_frame_equal(*histories)
-        records = [NpzDataset(str(_latest(p / f"{out}/per_image.npz"))).load() for p in (project, real_project)]
+        records = [NpzDataset(str(latest(p / f"{out}/per_image.npz"))).load() for p in (project, real_project)]
         assert records[0].keys() == records[1].keys()
         for key in records[0]:
             np.testing.assert_equal(records[0][key], records[1][key])

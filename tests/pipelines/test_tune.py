@@ -14,7 +14,7 @@ from dhat.pipeline_registry import planned_units, register_pipelines
 from dhat.pipelines import tune
 from dhat.tuning import TuneSettings
 from tests.pipelines.memory import kedro_env, load_parameters, run_pipeline
-from tests.pipelines.test_end_to_end import _run, _scratch, mlflow_store  # noqa: F401 - autouse: MLflow writes to a scratch store
+from tests.pipelines.sessions import run_session, scratch
 
 
 def _small(params):
@@ -79,9 +79,9 @@ def test_env():
 
 @pytest.fixture(scope="module")
 def tuned_project(tmp_path_factory, test_env):
-    root = _scratch(tmp_path_factory.mktemp("dhat_tune"))
-    _run(root, pipeline_names=["tune"])
-    _run(root, pipeline_names=["tune_test"])
+    root = scratch(tmp_path_factory.mktemp("dhat_tune"))
+    run_session(root, pipeline_names=["tune"])
+    run_session(root, pipeline_names=["tune_test"])
     return root
 
 
@@ -116,7 +116,7 @@ def test_rerunning_tune_adds_no_trial_and_keeps_the_choice(tuned_project):
     before = sqlite3.connect(database).execute(count).fetchone()[0]
     chosen_file = tuned_project / "data" / "07_model_output" / "tuning" / "standard" / "dhat" / "chosen.json"
     chosen = json.loads(chosen_file.read_text())
-    _run(tuned_project, pipeline_names=["tune"], node_names=["tune_standard.dhat.search", "tune_standard.dhat.choose"])
+    run_session(tuned_project, pipeline_names=["tune"], node_names=["tune_standard.dhat.search", "tune_standard.dhat.choose"])
     assert sqlite3.connect(database).execute(count).fetchone()[0] == before
     assert json.loads(chosen_file.read_text())["values"] == chosen["values"]
 
