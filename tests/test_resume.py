@@ -38,7 +38,7 @@ def _same_run(a: dict, b: dict) -> None:
             assert torch.equal(a[key][name], b[key][name]), (key, name)
 
 
-@pytest.mark.parametrize("method", ["pgd_at", "cfa", "sglr"])
+@pytest.mark.parametrize("method", ["cfa", "sglr"])  # PGD-AT's state: the streamed test below
 def test_a_run_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, method):
     reference = _child(method, tmp_path / "reference_state.pt", tmp_path / "reference.pt")
     assert reference.returncode == 0, reference.stderr

@@ -33,7 +33,7 @@ from dhat.pipelines import (
     tune,
     tune_test,
 )
-from dhat.pipelines.composition import configured_parameters, usable_units
+from dhat.pipelines.composition import build_env, configured_parameters, usable_units
 from dhat.pipelines.study.pipeline import study_methods
 from dhat.stats.study import StudySettings
 from dhat.stats.sweeps import DATA_MASK_SOURCES, MaskSourceSettings, SensitivitySettings
@@ -94,13 +94,27 @@ def _protocol_needs(protocol: str) -> list[Requirement]:
                         f"remove {protocol!r} from tune.protocols in conf/<env>/parameters_tune.yml")]
 
 
+#: The pipelines last built, by the parameters they were built from (building them all takes about half a second).
+_BUILT: dict[str, tuple[Mapping[str, Any], dict[str, Pipeline]]] = {}
+
+
 def register_pipelines(env: str | None = None) -> dict[str, Pipeline]:
     """Map pipeline names to pipelines (``kedro run --pipelines=<name>``).
 
     ``env``: the configuration environment whose lists shape the pipelines (default
-    ``KEDRO_ENV``, which the project's ``kedro run --env`` sets).
+    ``KEDRO_ENV``, which the project's ``kedro run --env`` sets). Built again only when the
+    configured parameters differ from the last build's for that environment.
     """
     params = configured_parameters(env)
+    key = str(env if env is not None else build_env())
+    if key in _BUILT and _BUILT[key][0] == params:
+        return dict(_BUILT[key][1])
+    built = _build(params)
+    _BUILT[key] = (params, built)
+    return dict(built)
+
+
+def _build(params: Mapping[str, Any]) -> dict[str, Pipeline]:
     plans = planned_units(params)
     composites = {name: train_eval(plans[name][0]) for name in COMPOSITES}
     study_settings = dataclasses.replace(StudySettings.from_dict(params.get("study")), methods=plans["study"][0])

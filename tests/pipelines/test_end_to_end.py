@@ -142,9 +142,19 @@ def test_training_without_data_names_the_pipeline_to_run(tmp_path):
         run_session(scratch(tmp_path), pipeline_names=["training"], namespaces=["pgd_at"])
 
 
-@pytest.mark.parametrize("method", namespaces(["baselines", "ablations", "mask_variants", "floe_variants"]))
-def test_every_other_method_trains_and_evaluates_as_its_own_namespace(project, method):
-    run_session(project, pipeline_names=["train_eval_all"], namespaces=[method])
+OTHERS = namespaces(["baselines", "ablations", "mask_variants", "floe_variants"])
+
+
+@pytest.fixture(scope="module")
+def others(project) -> Path:
+    """``kedro run --pipelines=train_eval_all --namespaces=<every other method>``: one session for all of them."""
+    run_session(project, pipeline_names=["train_eval_all"], namespaces=list(OTHERS))
+    return project
+
+
+@pytest.mark.parametrize("method", OTHERS)
+def test_every_other_method_trains_and_evaluates_as_its_own_namespace(others, method):
+    project = others
     metrics = json.loads(latest(project / f"data/07_model_output/{method}/metrics.json").read_text())
     expected_weights = "FAWA weight average" if "cfa" in method else "trained model"
     assert metrics["checkpoint"]["weights"] == expected_weights  # CFA is evaluated as its averaged model

@@ -3,6 +3,7 @@ configuration the pipelines are built from (the environment's lists and its data
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -27,10 +28,8 @@ def per_method(
     (``params:method`` -> ``params:dhat.method``, ``metrics`` -> ``dhat.metrics``).
     """
     chosen = namespaces() if methods is None else tuple(methods)
-    return sum(
-        (Pipeline(template(), namespace=m, inputs=inputs, parameters=parameters) for m in chosen),
-        Pipeline([]),
-    )
+    # One Pipeline of the namespaced copies: summing them would rebuild the growing pipeline once per method.
+    return Pipeline([Pipeline(template(), namespace=m, inputs=inputs, parameters=parameters) for m in chosen])
 
 
 def gather(**outputs: Any) -> dict[str, Any]:
@@ -54,6 +53,21 @@ def build_env() -> str | None:
     return os.environ.get("KEDRO_ENV") or None
 
 
+def configuration_fingerprint(conf: Path) -> tuple[tuple[str, int, int], ...]:
+    """``(file, mtime_ns, size)`` of every file under ``conf``: changes whenever a configuration file does."""
+    found = []
+    for path in sorted(conf.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            found.append((str(path.relative_to(conf)), stat.st_mtime_ns, stat.st_size))
+    return tuple(found)
+
+
+#: configured_parameters' last answers, by folder, Kedro environment, files and process environment (a session asks
+#: several times: Kedro's registry, the parameter check, the left-out units).
+_PARAMETERS: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+
+
 def configured_parameters(env: str | None = None) -> Mapping[str, Any]:
     """The parameters of ``conf/base`` merged with ``env`` (default :func:`build_env`), read when the pipelines are built.
 
@@ -68,11 +82,19 @@ def configured_parameters(env: str | None = None) -> Mapping[str, Any]:
     conf = Path.cwd() / CONF_SOURCE
     if not conf.is_dir():
         return {}
-    args = dict(PROJECT_CONFIG_LOADER_ARGS)
-    with warnings.catch_warnings():  # Kedro's loader calls a deprecated OmegaConf API; not ours to fix
-        warnings.filterwarnings("ignore", message="register_new_resolver")
-        loader = OmegaConfigLoader(conf_source=str(conf), env=env if env is not None else build_env(), **args)
-        return loader["parameters"]
+    env = env if env is not None else build_env()
+    # ${oc.env:...} may appear in parameters, so the process environment is part of the key.
+    key = (str(conf), env, configuration_fingerprint(conf), tuple(sorted(os.environ.items())))
+    if key not in _PARAMETERS:
+        args = dict(PROJECT_CONFIG_LOADER_ARGS)
+        with warnings.catch_warnings():  # Kedro's loader calls a deprecated OmegaConf API; not ours to fix
+            warnings.filterwarnings("ignore", message="register_new_resolver")
+            loader = OmegaConfigLoader(conf_source=str(conf), env=env, **args)
+            parameters = loader["parameters"]
+        if len(_PARAMETERS) >= 8:
+            _PARAMETERS.clear()
+        _PARAMETERS[key] = parameters
+    return copy.deepcopy(_PARAMETERS[key])  # callers may change their copy
 
 
 def configured_section(section: str, env: str | None = None) -> Mapping[str, Any]:
