@@ -142,3 +142,26 @@ def test_only_train_eval_s_radius_sweep_reads_the_evaluation_record_of_its_run(r
               for name in ("train_eval", "analysis")}
     assert {"dhat.per_image", "params:evaluation"} <= set(inputs["train_eval"])
     assert "dhat.per_image" not in inputs["analysis"]  # stand-alone: crafts everything, needs no evaluation
+
+
+def test_the_pipelines_are_built_again_when_a_configuration_file_changes_and_only_then(tmp_path, monkeypatch):
+    """register_pipelines keeps its last build; an edited grid (one namespace per value) gives a new one."""
+    import os
+    import shutil
+
+    from tests.pipelines.memory import REPO
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    monkeypatch.chdir(tmp_path)  # the pipelines read conf/ under the working folder, as `kedro run` does
+    first = register_pipelines("test")
+    again = register_pipelines("test")
+    assert again["sensitivity"] is first["sensitivity"]  # not rebuilt
+    grid = tmp_path / "conf/test/parameters.yml"
+    text = grid.read_text()
+    assert "lambda1: [0.0, 1.0]" in text
+    grid.write_text(text.replace("lambda1: [0.0, 1.0]", "lambda1: [0.0, 0.5, 1.0]"))
+    os.utime(grid, ns=(grid.stat().st_atime_ns, grid.stat().st_mtime_ns + 1_000_000))  # a coarse clock
+    edited = register_pipelines("test")
+    units = {n.namespace for n in edited["sensitivity"].nodes if "training" in n.tags}
+    assert len(units) == len({n.namespace for n in first["sensitivity"].nodes if "training" in n.tags}) + 1
+    assert edited["tune"] is not first["tune"]  # every pipeline of the new configuration is new
