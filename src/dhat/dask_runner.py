@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 from kedro.runner import AbstractRunner
+
+from dhat.units import memory_datasets_between_nodes
 
 __all__ = ["DaskRunner", "DaskSettings", "memory_datasets_between_nodes"]
 
@@ -71,22 +72,6 @@ class DaskSettings:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ValueError(f"dask.n_workers must be a positive integer or null (one per core), got {workers!r}")
         return settings
-
-
-def memory_datasets_between_nodes(pipeline: Pipeline, catalog: Any) -> list[str]:
-    """Datasets that one node of ``pipeline`` writes and another reads but that live only in memory.
-
-    On a cluster each node runs in another process, so such a dataset would be lost between
-    them. Parameters are values, not outputs, and travel with the node.
-    """
-    produced = set(chain.from_iterable(n.outputs for n in pipeline.nodes))
-    consumed = set(chain.from_iterable(n.inputs for n in pipeline.nodes))
-    names = sorted(produced & consumed)
-    return [name for name in names if isinstance(_dataset(catalog, name), MemoryDataset)]
-
-
-def _dataset(catalog: Any, name: str) -> Any:
-    return catalog.get(name, fallback_to_runtime_pattern=True)
 
 
 def _mlflow_run() -> tuple[str, str] | None:

@@ -67,12 +67,12 @@ def mlflow_runs_closed() -> Iterator[None]:
     into the previous run. Runs that were active on entry are left as they were.
     """
     mlflow = sys.modules.get("mlflow")
-    before = [] if mlflow is None or mlflow.active_run() is None else [mlflow.active_run().info.run_id]
+    outer = None if mlflow is None or (run := mlflow.active_run()) is None else run.info.run_id
     try:
         yield
     finally:
         mlflow = sys.modules.get("mlflow")  # imported by the session when the extra is installed
-        while mlflow is not None and (run := mlflow.active_run()) is not None and run.info.run_id not in before:
+        while mlflow is not None and (run := mlflow.active_run()) is not None and run.info.run_id != outer:
             mlflow.end_run()
 
 

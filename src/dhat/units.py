@@ -31,7 +31,7 @@ from kedro.pipeline import Pipeline
 
 from dhat.tracking import mlflow_runs_closed
 
-__all__ = ["Unit", "pipeline_units", "run_unit", "units_of"]
+__all__ = ["Unit", "memory_datasets_between_nodes", "pipeline_units", "run_unit", "units_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,18 @@ def pipeline_units(pipeline: Pipeline, in_memory: set[str] | frozenset[str] = fr
     return [Unit(i, key, stage[key], tuple(sorted(members[key]))) for i, key in enumerate(ordered)]
 
 
-def _in_memory(pipeline: Pipeline, catalog: Any) -> set[str]:
-    """The datasets of ``pipeline`` that nodes write and that the catalog keeps in memory only."""
+def memory_datasets_between_nodes(pipeline: Pipeline, catalog: Any) -> list[str]:
+    """Datasets that one node of ``pipeline`` writes and another reads but that live only in memory.
+
+    Such a dataset cannot pass between processes: its nodes form one unit here, and the Dask
+    runner refuses it. Parameters are values, not outputs, and travel with the node.
+    """
     from kedro.io import MemoryDataset  # noqa: PLC0415
 
-    outputs = {name for node in pipeline.nodes for name in node.outputs}
-    return {name for name in outputs if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)}
+    produced = {name for node in pipeline.nodes for name in node.outputs}
+    consumed = {name for node in pipeline.nodes for name in node.inputs}
+    return [name for name in sorted(produced & consumed)
+            if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)]
 
 
 def units_of(pipeline_name: str, catalog: Any) -> list[Unit]:
@@ -96,7 +102,7 @@ def units_of(pipeline_name: str, catalog: Any) -> list[Unit]:
 
     if pipeline_name not in pipelines:
         raise ValueError(f"no pipeline {pipeline_name!r}; choose from {', '.join(sorted(pipelines))}")
-    return pipeline_units(pipelines[pipeline_name], _in_memory(pipelines[pipeline_name], catalog))
+    return pipeline_units(pipelines[pipeline_name], set(memory_datasets_between_nodes(pipelines[pipeline_name], catalog)))
 
 
 def _select(units: Sequence[Unit], unit: int | None, stage: int | None, task: int | None) -> Unit:
@@ -110,10 +116,6 @@ def _select(units: Sequence[Unit], unit: int | None, stage: int | None, task: in
     if not 0 <= task < len(in_stage):
         raise ValueError(f"--task {task} is out of range: stage {stage} has {len(in_stage)} units")
     return in_stage[task]
-
-
-#: The KEDRO_ENV this process bootstrapped the project with (the pipelines' namespaces depend on it).
-_BOOTSTRAPPED: dict[str, str | None] = {}
 
 
 def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | None = None, stage: int | None = None,
@@ -132,9 +134,7 @@ def run_unit(project: str | os.PathLike[str], pipeline_name: str, unit: int | No
 
     if env:
         os.environ["KEDRO_ENV"] = env  # the study's seeds and the tuning's methods make the namespaces
-    if kedro_project.PACKAGE_NAME is None or os.environ.get("KEDRO_ENV") != _BOOTSTRAPPED.get("env", "unset"):
-        bootstrap_project(Path(package_root or project))  # (re)building the registry costs about a second
-        _BOOTSTRAPPED["env"] = os.environ.get("KEDRO_ENV")
+    bootstrap_project(Path(package_root or project))  # cheap again: the registry keeps its last build
     pipelines = kedro_project.pipelines
 
     with mlflow_runs_closed(), KedroSession.create(project_path=Path(project), env=env, runtime_params=params,

@@ -43,8 +43,7 @@ def unit_metrics(project: Path) -> dict[str, dict]:
     found = {}
     for folder in sorted(root.rglob("metrics.json")):
         if folder.is_dir():
-            newest = sorted(p for p in folder.iterdir() if p.is_dir())[-1]
-            found[str(folder.relative_to(root))] = json.loads((newest / "metrics.json").read_text())
+            found[str(folder.relative_to(root))] = json.loads(latest(folder).read_text())
     return found
 
 
