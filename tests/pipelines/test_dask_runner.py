@@ -1,4 +1,5 @@
-"""The Dask runner (dhat.dask_runner): its checks, a failing node, a killed worker (the study on a cluster: test_study_runs)."""
+"""The Dask runner (dhat.dask_runner): its checks, a failing node, processes started on its workers, a killed worker
+(the study on a cluster: test_study_runs)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,53 @@ def test_a_unit_whose_dask_worker_is_killed_after_its_second_epoch_resumes_to_th
             assert torch.equal(resumed["state_dict"][key], value), (name, key)
 
 
+
+
+def _decode_through_loader_workers(root: str, names: list[str]) -> list[list[int]]:
+    """A node that needs child processes: the stream-mode loader with one spawn-started decoding worker."""
+    from dhat.data.files import FileImages  # noqa: PLC0415
+    from dhat.data.loading import LoaderSettings, batch_loader  # noqa: PLC0415
+
+    loader, sampler = batch_loader(FileImages(root, names, None), LoaderSettings(workers=1), seed=0)
+    sampler.set_batches([torch.tensor([2, 0]), torch.tensor([1])])
+    return [batch.sum(dim=(1, 2, 3)).tolist() for batch in loader]
+
+
+def _pngs(root) -> tuple[Pipeline, DataCatalog, list[list[int]]]:
+    """Three small PNG files, the decoding node's pipeline and catalog, and the batch sums it must return."""
+    import numpy as np  # noqa: PLC0415
+    from kedro_datasets.pickle import PickleDataset  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    pixels = np.arange(3 * 4 * 4 * 3, dtype=np.uint8).reshape(3, 4, 4, 3)
+    names = [f"{i}.png" for i in range(3)]
+    for name, image in zip(names, pixels, strict=True):
+        Image.fromarray(image).save(root / name)
+    pipeline = Pipeline([Node(_decode_through_loader_workers, ["params:root", "params:names"], "sums", name="decode")])
+    catalog = DataCatalog({"params:root": MemoryDataset(str(root)), "params:names": MemoryDataset(names),
+                           "sums": PickleDataset(filepath=str(root / "sums.pkl"))})
+    sums = [int(total) for total in pixels.reshape(3, -1).sum(axis=1, dtype=np.int64)]
+    return pipeline, catalog, [[sums[2], sums[0]], [sums[1]]]
+
+
+def test_the_runners_own_workers_can_start_the_loaders_worker_processes(tmp_path):
+    """Dask workers are daemonic by default, and a daemonic process may not start children: the runner starts
+    its local cluster non-daemonic, so a node whose DataLoader spawns a decoding worker runs there."""
+    pytest.importorskip("distributed")
+    pipeline, catalog, expected = _pngs(tmp_path)
+    DaskRunner(settings={"n_workers": 1, "dashboard_address": None}).run(pipeline, catalog)
+    assert catalog.load("sums") == expected
+
+
+def test_on_daemonic_workers_started_by_hand_the_warning_names_the_fix_and_the_loader_cannot_start(tmp_path, caplog):
+    pytest.importorskip("distributed")
+    import dask  # noqa: PLC0415
+    from distributed import LocalCluster  # noqa: PLC0415
+
+    pipeline, catalog, _ = _pngs(tmp_path)
+    with dask.config.set({"distributed.worker.daemon": True}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            caplog.at_level("WARNING", logger="dhat.dask_runner"), \
+            pytest.raises(AssertionError, match="daemonic processes are not allowed to have children"):
+        DaskRunner(settings={"address": cluster.scheduler_address}).run(pipeline, catalog)
+    assert "are daemonic" in caplog.text and "--no-daemon" in caplog.text
