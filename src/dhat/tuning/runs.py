@@ -21,8 +21,10 @@ import optuna
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import take_subset
+from dhat.engine.fitting import split_method_params
 from dhat.engine.resume import array_digest, fingerprint
 from dhat.evaluation.config import AttackSuiteConfig
+from dhat.methods import create_method
 from dhat.tensors import to_device_set
 from dhat.tuning.check import check_configuration
 from dhat.tuning.search import (
@@ -95,18 +97,50 @@ class TuningUnit:
         return self.settings.objective_for({**self.data.training, **(self.base_method.get("training") or {})})
 
     def setup(self) -> dict[str, Any]:
-        """What the study is started with (JSON values), compared when it is reopened."""
+        """What the study is started with (JSON values), compared when it is reopened.
+
+        ``data`` holds one digest per input array, so a refusal can name the one that changed: the images and
+        labels of the training, validation and scored splits, and the attention masks for a method that trains
+        on them (``"unused"`` for the others, whose trials do not depend on them).
+        """
         recipe = {k: v for k, v in self.data.training.items() if k not in _RECIPE_NOISE}
-        sets = {"train": self.data.train_set, "val": self.data.val_set, "score": self.data.scored}
-        masks = (self.data.attention_masks or {}).get("masks")
-        data = fingerprint(masks=array_digest(None if masks is None else masks),
-                           **{f"{split}_{key}": array_digest(sets[split][key]) for split in sets
-                              for key in ("images", "labels")})
         record = {"space": [dataclasses.asdict(d) for d in self.settings.dimensions(self.method)],
                   "objective": self.objective, "seed": self.settings.seed, "method": dict(self.base_method),
-                  "training": recipe, "model": dict(self.data.model), "data": data,
+                  "training": recipe, "model": dict(self.data.model), "data": self.data_digests(),
                   "sampler": dataclasses.asdict(self.settings.sampler)}
         return json.loads(json.dumps(record, default=str))
+
+    def data_digests(self, *, legacy: bool = False) -> dict[str, str]:
+        """A short digest of each input array (``legacy``: the masks always, as studies recorded before per-part digests)."""
+        sets = {"train": self.data.train_set, "val": self.data.val_set, "score": self.data.scored}
+        digests = {f"{split}_{key}": array_digest(sets[split][key])[:16] for split in sets for key in ("images", "labels")}
+        masks = (self.data.attention_masks or {}).get("masks")
+        if legacy:
+            return {"masks": array_digest(masks), **{k: array_digest(sets[k.split("_")[0]][k.split("_")[1]])
+                                                    for k in digests}}
+        digests["attention_masks"] = array_digest(masks)[:16] if self._needs_masks() else "unused"
+        return digests
+
+    def _needs_masks(self) -> bool:
+        name, hyper, _ = split_method_params(self.base_method, f"{self.method}.method")
+        return create_method(name, hyper, section=f"{self.method}.method.params").needs_masks
+
+    def _changed(self, setup: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+        """The set-up entries (and, for ``data``, the input arrays) that differ from the stored record."""
+        changed = []
+        for key in sorted(set(setup) | set(stored)):
+            now, then = setup.get(key), stored.get(key)
+            if key == "data" and isinstance(then, str):
+                # A study from before per-part digests: one hash of every array, the masks included.
+                if fingerprint(**self.data_digests(legacy=True)) != then:
+                    changed.append("data (this study recorded one digest of all its input arrays, so which one "
+                                   "changed cannot be told)")
+            elif key == "data" and isinstance(then, Mapping) and now != then:
+                parts = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+                changed.append(f"data ({', '.join(parts)})")
+            elif now != then:
+                changed.append(key)
+        return changed
 
     def open(self) -> optuna.Study:
         """Create the study, or load it and check that it was started with the same set-up."""
@@ -119,12 +153,15 @@ class TuningUnit:
         setup, stored = self.setup(), study.user_attrs.get(SETUP_ATTR)
         if stored is None:
             study.set_user_attr(SETUP_ATTR, setup)
-        elif stored != setup:
-            changed = sorted(k for k in set(setup) | set(stored) if setup.get(k) != stored.get(k))
+        elif changed := self._changed(setup, stored):
+            hint = (" The attention masks are made on each machine by mask_precomputation, whose model training is "
+                    "not bit-identical across CPUs or GPUs: carry data/04_feature/attention_masks.npz with the study "
+                    "and run only the tune namespaces (docs/tuning.md, 'Carrying a search')."
+                    if any("attention_masks" in c or c.startswith("data (this study") for c in changed) else "")
             raise ValueError(
-                f"the tuning study {name!r} in {self.storage_label()} was started with another {', '.join(changed)}; "
+                f"the tuning study {name!r} in {self.storage_label()} was started with another {'; '.join(changed)}; "
                 "its trials cannot be mixed with new ones. Restore the settings it was started with, or start a new "
-                "search in another storage (tune.storage.url) or after deleting that file")
+                f"search in another storage (tune.storage.url) or after deleting that file.{hint}")
         if self.settings.storage.single_worker:
             requeue_interrupted(study, storage)
         return study
