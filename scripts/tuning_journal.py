@@ -22,15 +22,17 @@ import optuna
 from optuna.storages import BaseStorage
 
 
-def _storage(where: str) -> BaseStorage | str:
+def _storage(where: str, *, source: bool) -> BaseStorage | str:
     if "://" in where:
         return where
     path = Path(where)
+    if source and not path.is_file():
+        raise SystemExit(f"{where}: no such storage file to copy from (an Optuna SQLite .db or journal file)")
+    path.parent.mkdir(parents=True, exist_ok=True)  # a target under a data folder that a fresh checkout lacks
     if path.suffix == ".db":
         return f"sqlite:///{path}"
     from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
@@ -39,7 +41,7 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     args = parser.parse_args()
-    source, target = _storage(args.source), _storage(args.target)
+    source, target = _storage(args.source, source=True), _storage(args.target, source=False)
     summaries = optuna.get_all_study_summaries(source)
     existing = {s.study_name for s in optuna.get_all_study_summaries(target)}
     clash = sorted(s.study_name for s in summaries if s.study_name in existing)

@@ -129,3 +129,41 @@ def test_the_tuning_settings_in_the_test_environment_shape_the_pipelines():
                 for m in settings.methods} | {f"fresh_untuned_seed{s}.{b}.train" for s in settings.test_seeds
                                               for b in settings.baselines}
     assert expected <= names
+
+
+def test_a_carried_search_continues_elsewhere_and_refuses_other_masks(tuned_project, tmp_path_factory):
+    """docs/tuning.md 'Carrying a search': the journal and the inputs go to a fresh project; the tune namespaces
+    run there without remaking the data or the masks. Masks made anew (another machine) are refused for DHAT."""
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.pipelines.memory import REPO  # noqa: PLC0415
+
+    data = tuned_project / "data"
+    target = scratch(tmp_path_factory.mktemp("dhat_carried"))
+    journal = target / "search.journal"
+    for source, dest in [(data / "06_models/tuning/optuna.db", journal),
+                         (journal, target / "data/06_models/tuning/optuna.db")]:
+        subprocess.run([sys.executable, str(REPO / "scripts/tuning_journal.py"), str(source), str(dest)],
+                       check=True, capture_output=True, timeout=120)
+    for inputs in ["04_feature", "05_model_input"]:
+        shutil.copytree(data / inputs, target / "data" / inputs)
+    masks = target / "data/04_feature/attention_masks.npz"
+    carried, written = masks.read_bytes(), masks.stat().st_mtime_ns
+    count = "SELECT COUNT(*) FROM trials"
+    before = sqlite3.connect(data / "06_models/tuning/optuna.db").execute(count).fetchone()[0]
+    run_session(target, namespaces=["tune_standard"], pipeline_names=["tune"])
+    assert masks.read_bytes() == carried and masks.stat().st_mtime_ns == written  # --namespaces left the mask nodes out
+    assert not (target / "data/06_models/mask_model").exists()
+    assert sqlite3.connect(target / "data/06_models/tuning/optuna.db").execute(count).fetchone()[0] == before
+    chosen = "07_model_output/tuning/standard/dhat/chosen.json"
+    assert json.loads((target / "data" / chosen).read_text())["values"] == json.loads((data / chosen).read_text())["values"]
+    # other masks: DHAT's study says which input changed; PGD-AT's, which never reads them, goes on
+    with np.load(masks, allow_pickle=False) as stored:
+        arrays = dict(stored)
+    arrays["masks"] = 255 - arrays["masks"]
+    np.savez(masks, **arrays)
+    run_session(target, pipeline_names=["tune"], node_names=["tune_standard.pgd_at.search"])
+    with pytest.raises(ValueError, match=r"another data \(attention_masks\)"):
+        run_session(target, pipeline_names=["tune"], node_names=["tune_standard.dhat.search"])

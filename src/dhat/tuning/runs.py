@@ -222,7 +222,8 @@ class TuningUnit:
         trial_value = next((r["value"] for r in chosen["rescored"] if r["trial"] == chosen["trial"]), None)
         if trial_value is not None and abs(result.value - trial_value) > 1e-6:
             logger.warning("%s: the chosen configuration retrained with the tuning seed scores %.2f, its trial scored "
-                           "%.2f: training is not reproducible on this device, so the trial scores carry that noise too",
+                           "%.2f: the trial ran on other hardware (a carried search), or training is not reproducible on this "
+                           "device, and then the trial scores carry that noise too",
                            self.label, result.value, trial_value)
         return result.checkpoint, {"protocol": self.protocol, "method": self.method, "trial": chosen["trial"],
                                    "objective": self.objective, "value": result.value, "trial_value": trial_value,
