@@ -175,3 +175,20 @@ def test_an_npz_that_names_its_files_is_matched_by_path(folder, tmp_path):
     np.savez(tmp_path / "partial.npz", masks=np.zeros((2, 6, 6), np.uint8), files=np.array(files[:2]))
     with pytest.raises(ValueError, match="training images have no mask in 'files'"):
         load_source({"source": "image_folder", "root": str(folder), "external_masks": str(tmp_path / "partial.npz")})
+
+
+def test_an_image_folder_under_auto_counts_the_free_memory_of_the_runs_device(folder, monkeypatch):
+    """The run's device reaches the storage choice: a GPU too small for the decoded splits makes them stream."""
+    asked = []
+
+    def free(device):
+        asked.append(device)
+        return None if device == "cpu" else 1024  # bytes: far below the splits' decoded size
+
+    monkeypatch.setattr(data_registry, "device_free_bytes", free)
+    data = {"source": "image_folder", "root": str(folder), "val_size": 6}
+    assert load_source(data, "cpu").storage.mode == "memory"
+    on_gpu = load_source(data, "cuda:1").storage
+    assert on_gpu.mode == "stream" and "free on the GPU" in on_gpu.reason
+    assert load_source({**data, "storage": "memory"}, "cuda:1").storage.mode == "memory"  # asked for: not counted
+    assert asked == ["cpu", "cuda:1"]

@@ -209,13 +209,27 @@ def test_auto_storage_keeps_memory_mode_while_the_data_fit_in_half_the_available
     gib = 2**30
     assert choose_storage("auto", "image_folder", 3 * gib, available=8 * gib).mode == "memory"
     over = choose_storage("auto", "image_folder", 5 * gib, available=8 * gib)
-    assert over.mode == "stream" and "over half of the 8.0 GiB available" in over.reason
+    assert over.mode == "stream" and "over half of the 8.0 GiB available on the host" in over.reason
     assert choose_storage("memory", "image_folder", 500 * gib, available=8 * gib).mode == "memory"
     assert choose_storage("auto", "cifar10", 500 * gib, available=1).mode == "memory"  # arrays already
     with pytest.raises(ValueError, match="data.storage: stream needs image files"):
         choose_storage("stream", "embedded", 0)
     with pytest.raises(ValueError, match="data.storage must be one of auto, memory, stream"):
         choose_storage("disk", "image_folder", 0)
+
+
+def test_auto_storage_on_a_gpu_also_needs_the_training_split_to_fit_half_the_device():
+    """Memory mode puts the training split on the device: 40 GiB fit a 256 GiB host, not an 80 GiB GPU with 60 free."""
+    from dhat.data import storage  # noqa: PLC0415
+
+    gib = 2**30
+    host, gpu = 256 * gib, 60 * gib
+    fits = choose_storage("auto", "image_folder", 20 * gib, available=host, device_free=gpu)
+    assert fits.mode == "memory" and "and of the 60.0 GiB free on the GPU" in fits.reason
+    over = choose_storage("auto", "image_folder", 40 * gib, available=host, device_free=gpu)
+    assert over.mode == "stream" and over.reason.endswith("over half of the 60.0 GiB free on the GPU")
+    assert choose_storage("auto", "image_folder", 40 * gib, available=host).mode == "memory"  # a CPU run
+    assert storage.device_free_bytes("cpu") is None
 
 
 def test_a_streamed_split_is_stored_as_its_index_and_loads_back(folder, tmp_path):

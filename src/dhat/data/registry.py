@@ -38,7 +38,7 @@ from dhat.data.sources import (
     read_images,
 )
 from dhat.data.splits import index_set, split_positions, subset_positions
-from dhat.data.storage import StorageChoice, choose_storage
+from dhat.data.storage import StorageChoice, choose_storage, device_free_bytes
 from dhat.registry import Registry
 
 __all__ = ["EXTERNAL_MASKS_KEY", "SourceData", "available_sources", "load_source", "register_source", "source_provides"]
@@ -60,14 +60,15 @@ class SourceData:
     storage: StorageChoice | None = None  # set by sources that can stream; None: arrays in memory
 
 
-SourceLoader = Callable[[Mapping[str, Any], int], SourceData]
+#: ``loader(data_params, seed, device)``; ``device`` (the run's ``device`` parameter) sizes a storage choice.
+SourceLoader = Callable[[Mapping[str, Any], int, str], SourceData]
 #: Data sources by name (``data.source``).
 SOURCES: Registry[SourceLoader] = Registry("data source", "data.source")
 _PROVIDES: dict[str, frozenset[str]] = {}
 
 
 def register_source(name: str, provides: Iterable[str] = ()) -> Callable[[SourceLoader], SourceLoader]:
-    """Decorator registering ``fn(data_params, seed) -> SourceData`` as ``data.source: name``.
+    """Decorator registering ``fn(data_params, seed, device) -> SourceData`` as ``data.source: name``.
 
     ``provides`` lists the capabilities of :mod:`dhat.data.capabilities` that every data
     set of this source has (true masks, test variants, ...).
@@ -94,10 +95,14 @@ def source_provides(data: Mapping[str, Any]) -> frozenset[str]:
     return _PROVIDES.get(source, frozenset()) | extra
 
 
-def load_source(data: Mapping[str, Any]) -> SourceData:
-    """Load the source that ``data["source"]`` names (default ``embedded``) with ``data["seed"]``."""
+def load_source(data: Mapping[str, Any], device: str = "auto") -> SourceData:
+    """Load the source that ``data["source"]`` names (default ``embedded``) with ``data["seed"]``.
+
+    ``device`` is where the run trains (the ``device`` parameter): a source that can stream
+    counts its free memory when ``data.storage`` is ``auto``.
+    """
     loader = SOURCES.get(data.get("source", "embedded"))
-    return loader(data, int(data.get("seed", 0)))
+    return loader(data, int(data.get("seed", 0)), device)
 
 
 def _train_subset(labels: np.ndarray, data: Mapping[str, Any], seed: int) -> np.ndarray:
@@ -146,8 +151,9 @@ def _external_masks(data: Mapping[str, Any], positions: np.ndarray, pool_size: i
 
 
 @register_source("embedded", provides=(TRUE_MASKS, TEST_VARIANTS, DECORRELATED_VALIDATION))
-def _embedded(data: Mapping[str, Any], seed: int) -> SourceData:
+def _embedded(data: Mapping[str, Any], seed: int, device: str) -> SourceData:
     """Digits on class-correlated textures, with true masks and test variants (``data.embedded``)."""
+    del device  # generated arrays: no storage to choose
     sets = make_digit_texture_benchmark(seed=seed, **data.get("embedded", {}))
     pool = sets["train"]
     keep_train = _train_subset(pool["labels"], data, seed)
@@ -176,7 +182,8 @@ def _from_arrays(full_train: ImageSet, test: ImageSet, class_names: list[str], d
 
 
 def _cifar(name: str) -> SourceLoader:
-    def load(data: Mapping[str, Any], seed: int) -> SourceData:
+    def load(data: Mapping[str, Any], seed: int, device: str) -> SourceData:
+        del device  # arrays in memory: no storage to choose
         full_train, test, class_names = load_torchvision_cifar(
             name, root=str(data.get("root", "data/01_raw")), download=bool(data.get("download", True))
         )
@@ -191,7 +198,7 @@ register_source("cifar100")(_cifar("cifar100"))
 
 
 @register_source("image_folder")
-def _image_folder(data: Mapping[str, Any], seed: int) -> SourceData:
+def _image_folder(data: Mapping[str, Any], seed: int, device: str) -> SourceData:
     """``<data.root>/{train,test}/<class>/*`` images, optionally resized to ``data.image_size``.
 
     The files are listed first and split on their labels, so only the images the splits
@@ -212,7 +219,9 @@ def _image_folder(data: Mapping[str, Any], seed: int) -> SourceData:
 
     first = decode_image(listing.train_files[chosen.train[0] if len(chosen.train) else 0], image_size)
     kept = len(chosen.train) + len(chosen.val) + len(chosen.test)
-    storage = choose_storage(data.get("storage", "auto"), "image_folder", kept * first.nbytes)
+    requested = data.get("storage", "auto")
+    storage = choose_storage(requested, "image_folder", kept * first.nbytes,
+                             device_free=device_free_bytes(device) if requested == "auto" else None)
     if storage.mode == "stream":
         train, val, test = (_file_set(listing.root, files, labels, positions, image_size, first.shape)
                             for files, labels, positions in ((listing.train_files, listing.train_labels, chosen.train),

@@ -7,7 +7,9 @@
   batches through a ``DataLoader`` (:mod:`dhat.data.loading`), and evaluation and the analyses
   decode the bounded subsets they score.
 - ``auto`` (default): ``memory`` when the decoded splits take at most half of the memory the
-  host has available now, else ``stream``; the choice and its reason are logged.
+  host has available now and, when the run trains on a GPU, at most half of the device's free
+  memory (memory mode puts the training split on the device); else ``stream``. The choice and
+  its reason are logged.
 
 Only the ``image_folder`` source has files to stream; the others are arrays already.
 :func:`image_set_to_arrays` and :func:`arrays_to_image_set` turn a streamed image set into
@@ -22,18 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from dhat.config import resolve_device
 from dhat.data.external_masks import FileMasks
 from dhat.data.files import FileImages
 
 __all__ = ["STORAGE_MODES", "StorageChoice", "arrays_to_image_set", "available_memory_bytes", "check_storage", "choose_storage",
-           "image_set_to_arrays"]
+           "device_free_bytes", "image_set_to_arrays"]
 
 logger = logging.getLogger(__name__)
 
 STORAGE_MODES = ("auto", "memory", "stream")
 
-#: Share of the host's available memory that memory mode may fill with decoded images under ``auto``.
+#: Share of the host's available memory (and of a GPU's free memory) that memory mode may fill with decoded
+#: images under ``auto``.
 MEMORY_SHARE = 0.5
 
 # Keys of a streamed image set's index in its .npz file.
@@ -70,6 +75,15 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def device_free_bytes(device: str | torch.device) -> int | None:
+    """Free memory of the CUDA device a run trains on (``device``: ``auto``, ``cuda:1``, ...); ``None`` for the CPU."""
+    resolved = resolve_device(device) if isinstance(device, str) else device
+    if resolved.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(resolved)
+    return int(free)
+
+
 @dataclass(frozen=True)
 class StorageChoice:
     """The storage mode a run uses and why (for the log and ``dataset_info``)."""
@@ -87,8 +101,13 @@ def check_storage(requested: Any, source: str) -> None:
                          "source's images are arrays already: set data.storage: memory (or auto)")
 
 
-def choose_storage(requested: Any, source: str, decoded_bytes: int, available: int | None = None) -> StorageChoice:
+def choose_storage(requested: Any, source: str, decoded_bytes: int, available: int | None = None,
+                   device_free: int | None = None) -> StorageChoice:
     """Resolve ``data.storage`` for a source whose splits would take ``decoded_bytes`` decoded.
+
+    ``available`` is the host's available memory (read from ``/proc/meminfo`` when ``None``);
+    ``device_free`` the free memory of the GPU the run trains on (``None``: a CPU run). ``auto``
+    keeps memory mode only where the splits fit half of each.
 
     Raises:
         ValueError: naming ``data.storage`` for an unknown mode, or ``stream`` for a source
@@ -103,10 +122,13 @@ def choose_storage(requested: Any, source: str, decoded_bytes: int, available: i
     available = available_memory_bytes() if available is None else available
     if available is None:
         return StorageChoice("memory", f"{size}; the available memory is unknown, so memory mode (set data.storage)")
-    budget = MEMORY_SHARE * available
-    mode = "memory" if decoded_bytes <= budget else "stream"
-    relation = "within" if mode == "memory" else "over"
-    return StorageChoice(mode, f"{size}, {relation} half of the {available / 2**30:.1f} GiB available")
+    limits = {f"the {available / 2**30:.1f} GiB available on the host": available}
+    if device_free is not None:
+        limits[f"the {device_free / 2**30:.1f} GiB free on the GPU"] = device_free
+    over = [name for name, limit in limits.items() if decoded_bytes > MEMORY_SHARE * limit]
+    if over:
+        return StorageChoice("stream", f"{size}, over half of {' and of '.join(over)}")
+    return StorageChoice("memory", f"{size}, within half of {' and of '.join(limits)}")
 
 
 def image_set_to_arrays(image_set: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 ImageSet = dict[str, np.ndarray]
 
 
-def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet],
+def ingest_data(data: dict[str, Any], device: str = "auto") -> tuple[ImageSet, ImageSet, ImageSet, dict[str, ImageSet],
                                                 dict[str, ImageSet], dict[str, Any]]:
     """Load or generate the configured data set and split it.
 
@@ -25,11 +25,11 @@ def ingest_data(data: dict[str, Any]) -> tuple[ImageSet, ImageSet, ImageSet, dic
     test sets, the analysis variants of the test set and of the validation set
     (embedded data only: the decorrelated validation split tuning's second
     protocol scores on; empty otherwise) and a description (class names, sizes,
-    normalisation statistics).
+    normalisation statistics). ``device`` (the run's) sizes ``data.storage: auto``.
     """
     source = data.get("source", "embedded")
     seed = int(data.get("seed", 0))
-    loaded = load_source(data)
+    loaded = load_source(data, device)
     train, val, test, variants, class_names = loaded.train, loaded.val, loaded.test, loaded.variants, loaded.class_names
     val_variants = loaded.val_variants
     storage = loaded.storage or choose_storage(

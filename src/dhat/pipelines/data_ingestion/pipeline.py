@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 ingest_data,
-                inputs="params:data",
+                inputs=["params:data", "params:device"],
                 outputs=["train_set", "val_set", "test_set", "test_variants", "val_variants", "dataset_info"],
                 name="ingest_data",
                 tags=["data_ingestion"],
