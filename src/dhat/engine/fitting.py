@@ -113,8 +113,9 @@ def describe_masks(
 _NOT_IN_FINGERPRINT = ("progress", "checkpoint_every", "resume", "loader_workers", "loader_prefetch")
 
 
-def _digest(array: Any) -> Any:
-    """A data digest for the resume fingerprint: of the pixels in memory mode, of the file listing in stream mode."""
+def input_digest(array: Any) -> Any:
+    """A data digest (resume fingerprint, tuning set-up): of the pixels in memory mode, of the file listing in stream
+    mode, so a streamed set is never decoded to be digested."""
     return ("stream", array.digest()) if isinstance(array, FileImages) else array_digest(array)
 
 
@@ -194,7 +195,7 @@ def fit(
     if state_path is not None:
         recipe = {k: v for k, v in vars(config).items() if k not in _NOT_IN_FINGERPRINT}
         key = fingerprint(method=method.describe(), training=recipe, model=spec, device=torch_device.type,
-                          data=[_digest(a) for a in (train_set["images"], train_set["labels"], maps,
+                          data=[input_digest(a) for a in (train_set["images"], train_set["labels"], maps,
                                                      val_set["images"], val_set["labels"])])
         resume = ResumeSettings(Path(state_path), key, every=config.checkpoint_every, resume=config.resume)
     result = train_model(model, method, train, val, config, description=label, resume=resume, distributed=distributed)

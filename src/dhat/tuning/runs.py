@@ -21,7 +21,7 @@ import optuna
 from dhat.checkpoints import load_classifier
 from dhat.config import resolve_device
 from dhat.data.splits import take_subset
-from dhat.engine.fitting import split_method_params
+from dhat.engine.fitting import input_digest, split_method_params
 from dhat.engine.resume import array_digest, fingerprint
 from dhat.evaluation.config import AttackSuiteConfig
 from dhat.methods import create_method
@@ -110,37 +110,43 @@ class TuningUnit:
                   "sampler": dataclasses.asdict(self.settings.sampler)}
         return json.loads(json.dumps(record, default=str))
 
-    def data_digests(self, *, legacy: bool = False) -> dict[str, str]:
-        """A short digest of each input array (``legacy``: the masks always, as studies recorded before per-part digests)."""
+    def _input_digests(self) -> dict[str, Any]:
+        """The full digest of each split's images and labels (a streamed set's file listing, never its pixels)."""
         sets = {"train": self.data.train_set, "val": self.data.val_set, "score": self.data.scored}
-        digests = {f"{split}_{key}": array_digest(sets[split][key])[:16] for split in sets for key in ("images", "labels")}
-        masks = (self.data.attention_masks or {}).get("masks")
-        if legacy:
-            return {"masks": array_digest(masks), **{k: array_digest(sets[k.split("_")[0]][k.split("_")[1]])
-                                                    for k in digests}}
-        digests["attention_masks"] = array_digest(masks)[:16] if self._needs_masks() else "unused"
+        return {f"{split}_{key}": input_digest(sets[split][key]) for split in sets for key in ("images", "labels")}
+
+    def _masks(self) -> Any:
+        return (self.data.attention_masks or {}).get("masks")
+
+    def data_digests(self) -> dict[str, str]:
+        """A short digest of each input array, the attention masks only for a method that trains on them."""
+        digests = {k: v[:16] if isinstance(v, str) else fingerprint(stream=v) for k, v in self._input_digests().items()}
+        digests["attention_masks"] = array_digest(self._masks())[:16] if self._needs_masks() else "unused"
         return digests
 
     def _needs_masks(self) -> bool:
         name, hyper, _ = split_method_params(self.base_method, f"{self.method}.method")
         return create_method(name, hyper, section=f"{self.method}.method.params").needs_masks
 
-    def _changed(self, setup: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
-        """The set-up entries (and, for ``data``, the input arrays) that differ from the stored record."""
-        changed = []
+    def _changed(self, setup: Mapping[str, Any], stored: Mapping[str, Any]) -> tuple[list[str], bool]:
+        """The set-up entries (for ``data``, the input arrays) that differ from the stored record, and whether the
+        attention masks may be among them."""
+        changed, masks = [], False
         for key in sorted(set(setup) | set(stored)):
             now, then = setup.get(key), stored.get(key)
             if key == "data" and isinstance(then, str):
                 # A study from before per-part digests: one hash of every array, the masks included.
-                if fingerprint(**self.data_digests(legacy=True)) != then:
+                if fingerprint(masks=array_digest(self._masks()), **self._input_digests()) != then:
                     changed.append("data (this study recorded one digest of all its input arrays, so which one "
                                    "changed cannot be told)")
+                    masks = True
             elif key == "data" and isinstance(then, Mapping) and now != then:
                 parts = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
                 changed.append(f"data ({', '.join(parts)})")
+                masks = masks or "attention_masks" in parts
             elif now != then:
                 changed.append(key)
-        return changed
+        return changed, masks
 
     def open(self) -> optuna.Study:
         """Create the study, or load it and check that it was started with the same set-up."""
@@ -153,18 +159,23 @@ class TuningUnit:
         setup, stored = self.setup(), study.user_attrs.get(SETUP_ATTR)
         if stored is None:
             study.set_user_attr(SETUP_ATTR, setup)
-        elif changed := self._changed(setup, stored):
-            hint = (" The attention masks are made on each machine by mask_precomputation, whose model training is "
-                    "not bit-identical across CPUs or GPUs: carry data/04_feature/attention_masks.npz with the study "
-                    "and run only the tune namespaces (docs/tuning.md, 'Carrying a search')."
-                    if any("attention_masks" in c or c.startswith("data (this study") for c in changed) else "")
-            raise ValueError(
-                f"the tuning study {name!r} in {self.storage_label()} was started with another {'; '.join(changed)}; "
-                "its trials cannot be mixed with new ones. Restore the settings it was started with, or start a new "
-                f"search in another storage (tune.storage.url) or after deleting that file.{hint}")
+        else:
+            self._refuse_if_changed(name, setup, stored)
         if self.settings.storage.single_worker:
             requeue_interrupted(study, storage)
         return study
+
+    def _refuse_if_changed(self, name: str, setup: Mapping[str, Any], stored: Mapping[str, Any]) -> None:
+        changed, masks = self._changed(setup, stored)
+        if not changed:
+            return
+        hint = (" The attention masks are made on each machine by mask_precomputation, whose model training is "
+                "not bit-identical across CPUs or GPUs: carry data/04_feature/attention_masks.npz with the study "
+                "and run only the tune namespaces (docs/tuning.md, 'Carrying a search')." if masks else "")
+        raise ValueError(
+            f"the tuning study {name!r} in {self.storage_label()} was started with another {'; '.join(changed)}; "
+            "its trials cannot be mixed with new ones. Restore the settings it was started with, or start a new "
+            f"search in another storage (tune.storage.url) or after deleting that file.{hint}")
 
     def storage_label(self) -> str:
         """The storage's kind, for messages and results (never the machine's paths)."""
