@@ -12,9 +12,19 @@ import pytest
 from optuna.trial import TrialState
 
 from dhat.tuning import TuneSettings
-from dhat.tuning.search import choose, completed, counted, rescore_top, run_until_complete, trial_sampler
+from dhat.tuning.report import best_so_far
+from dhat.tuning.search import (
+    choose,
+    completed,
+    counted,
+    rescore_top,
+    run_until_complete,
+    trial_records,
+    trial_sampler,
+    trials_table,
+)
 from dhat.tuning.settings import StorageSettings
-from dhat.tuning.storage import RETRY_OF, open_storage, requeue_interrupted
+from dhat.tuning.storage import INTERRUPTED, RETRY_OF, open_storage, requeue_interrupted
 from tests.pipelines.memory import REPO
 from tests.tune_child import SETTINGS, unit
 
@@ -69,6 +79,61 @@ def test_an_interrupted_trial_is_failed_and_its_values_queued_again(tmp_path):
     retry = trials[-1]
     assert retry.state == TrialState.COMPLETE and retry.params["x"] == x and retry.user_attrs[RETRY_OF] == cut.number
     assert len(completed(reopened)) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_an_interrupted_trials_time_is_unknown_and_not_counted_as_the_searchs(tmp_path):
+    # A trial cut off between two sittings ends when the next sitting fails it, perhaps days later: its start-to-end
+    # time is not search time. A trial that raised in its run keeps its own start-to-end time.
+    study, storage = _study(tmp_path / "t.db")
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 1, progress=False)
+    cut = study.ask()
+    cut.suggest_float("x", 0, 1)
+    reopened, storage = _study(tmp_path / "t.db")
+    requeue_interrupted(reopened, storage)
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("seconds", 7.0)
+        return x
+
+    run_until_complete(reopened, objective, 2, progress=False)
+    raised = reopened.ask()  # fails in its own run, is not retried
+    reopened.tell(raised, state=TrialState.FAIL)
+    assert reopened.trials[cut.number].user_attrs[INTERRUPTED] is True
+    records = trial_records(reopened, {t.number for t in completed(reopened)})
+    by_number = {r["trial"]: r for r in records}
+    assert by_number[cut.number]["interrupted"] and by_number[cut.number]["seconds"] is None
+    assert by_number[2]["seconds"] == 7.0 and not by_number[2]["interrupted"]
+    assert by_number[raised.number]["seconds"] is not None and not by_number[raised.number]["interrupted"]
+    table = trials_table(reopened, "standard", "m").set_index("trial")
+    assert pd.isna(table.loc[cut.number, "wall_seconds"]) and table.loc[cut.number, "interrupted"]
+    assert table.loc[2, "retry_of"] == cut.number
+
+
+def test_a_trial_retried_by_an_older_search_counts_as_interrupted(tmp_path):
+    # Searches made before trials were marked: a failed trial whose values another trial repeats was cut off.
+    study, storage = _study(tmp_path / "t.db")
+    old = study.ask()
+    x = old.suggest_float("x", 0, 1)
+    storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("s"), old.number), state=TrialState.FAIL)
+    study.enqueue_trial({"x": x}, user_attrs={RETRY_OF: old.number})
+    run_until_complete(study, lambda t: t.suggest_float("x", 0, 1), 1, progress=False)
+    record = trial_records(study, {1})[0]
+    assert record["trial"] == old.number and record["interrupted"] and record["seconds"] is None
+
+
+def test_best_so_far_adds_the_known_trial_times_only():
+    records = [{"trial": 0, "value": 40.0, "seconds": 10.0, "counted": True},
+               {"trial": 1, "value": None, "seconds": None, "counted": False, "interrupted": True},
+               {"trial": 2, "value": None, "seconds": 4.0, "counted": False},  # failed in its run: its time was spent
+               {"trial": 3, "value": 35.0, "seconds": 20.0, "counted": True},
+               {"trial": 4, "value": 50.0, "seconds": 30.0, "counted": True}]
+    curve = best_so_far(records)
+    assert curve["completed"].tolist() == [1, 2, 3]
+    assert curve["wall_seconds"].tolist() == [10.0, 34.0, 64.0]
+    assert curve["best"].tolist() == [40.0, 40.0, 50.0]
 
 
 def test_re_scores_are_stored_so_an_interrupted_choice_is_not_trained_twice(tmp_path):

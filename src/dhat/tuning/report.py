@@ -32,8 +32,8 @@ def _value(value: Any) -> Any:
 
 
 def best_so_far(trials: list[Mapping[str, Any]]) -> pd.DataFrame:
-    """Per trial in order: completed trials so far, cumulative wall seconds (failed trials included), best value
-    so far among the counted ones."""
+    """Per trial in order: completed trials so far, cumulative wall seconds (failed trials included, interrupted
+    ones not: their ``seconds`` is unknown), best value so far among the counted ones."""
     rows, best, done, seconds = [], -math.inf, 0, 0.0
     for trial in trials:
         seconds += float(trial.get("seconds") or 0.0)
@@ -60,6 +60,7 @@ def chosen_table(checks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             "completed_trials": chosen["completed_trials"], "chosen_trial": chosen["trial"],
             "trial_value": winner["value"], "rescored_mean": winner["mean"], "rescore_runs": 1 + len(winner["scores"]),
             "tuning_seconds": sum(float(t.get("seconds") or 0) for t in chosen["trials"]),
+            "interrupted_trials": sum(bool(t.get("interrupted")) for t in chosen["trials"]),
             "check_clean": check.get("clean"), "check_pgd": check.get(pgd[-1]) if pgd else None,
             "check_pgd_attack": pgd[-1] if pgd else None, "check_autoattack": check.get("autoattack"),
             "autoattack_label": check.get("autoattack_label"), "sanity_passed": check["passed"],
@@ -83,7 +84,8 @@ def progress_figure(checks: Mapping[str, Mapping[str, Any]], protocol: str) -> p
         by_time.step(curve["wall_seconds"] / 60, curve["best"], where="post", marker="o", markersize=3,
                      label=display_name(method))
     by_trial.set(xlabel="completed trials", ylabel=f"best {_METRICS.get(objective, objective)} so far")
-    by_time.set(xlabel="wall time of the trials (minutes)")
+    cut_off = sum(bool(t.get("interrupted")) for c in checks.values() for t in c["chosen"]["trials"])
+    by_time.set(xlabel="wall time of the trials (minutes)" + (f"; {cut_off} interrupted, not counted" if cut_off else ""))
     for ax in (by_trial, by_time):
         ax.grid(alpha=0.3)
     by_trial.legend(fontsize=8)
@@ -132,13 +134,16 @@ def tuning_markdown(table: pd.DataFrame, protocol: str, description: str) -> str
         return f"### Protocol '{protocol}'\n\nNo method was tuned.\n"
     values = [c for c in table.columns if c.startswith("value:")]
     lines = [f"### Protocol '{protocol}'", "", description, "",
-             "| Method | trials (completed) | chosen | " + " | ".join(c.removeprefix("value:") for c in values)
+             "| Method | trials (completed) | search (min) | chosen | " + " | ".join(c.removeprefix("value:") for c in values)
              + " | val. objective (trial / re-scored mean) | check: clean / PGD / AA | sanity |",
-             "|---" * (5 + len(values)) + "|---|"]
+             "|---" * (6 + len(values)) + "|---|"]
     for _, row in table.iterrows():
         cells = [_cell(row[c], 4) if isinstance(_value(row[c]), float) else _cell(row[c]) for c in values]
         sanity = "passed" if row["sanity_passed"] else f"FAILED: {row['sanity_failed']}"
-        lines.append(f"| {row['Method']} | {row['n_trials']} ({row['completed_trials']}) | {row['chosen_trial']} | "
+        cut_off = int(row.get("interrupted_trials") or 0)
+        minutes = _cell(float(row["tuning_seconds"]) / 60) + (f" ({cut_off} interrupted, not counted)" if cut_off else "")
+        lines.append(f"| {row['Method']} | {row['n_trials']} ({row['completed_trials']}) | {minutes} | "
+                     f"{row['chosen_trial']} | "
                      + " | ".join(cells) + f" | {_cell(row['trial_value'])} / {_cell(row['rescored_mean'])} "
                      f"({row['rescore_runs']} runs) | {_cell(row['check_clean'])} / {_cell(row['check_pgd'])} / "
                      f"{_cell(row['check_autoattack'])} | {sanity} |")

@@ -33,9 +33,10 @@ from dhat.engine.fitting import fit
 from dhat.engine.recipe import TrainingConfig
 from dhat.engine.training import evaluate_clean_and_pgd
 from dhat.tuning.space import Dimension, apply_values, suggest
+from dhat.tuning.storage import INTERRUPTED, RETRY_OF
 
 __all__ = ["TrialData", "TrialResult", "train_and_score", "make_objective", "completed", "counted",
-           "trial_sampler", "run_until_complete", "rescore_top", "choose", "trials_table", "trial_records", "parameter_importances"]
+           "trial_sampler", "run_until_complete", "rescore_top", "choose", "trials_table", "interrupted_trials", "trial_records", "parameter_importances"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,30 +227,52 @@ def choose(rescored: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 
 def trials_table(study: optuna.Study, protocol: str, method: str) -> pd.DataFrame:
-    """Every trial of the study, one row each: state, value, validation scores, seconds, values (``param:<path>``)."""
+    """Every trial of the study, one row each: state, value, validation scores, seconds, values (``param:<path>``).
+
+    ``wall_seconds`` is empty for an interrupted trial (``interrupted``: when it stopped is not known)."""
     rows = []
+    cut_off = interrupted_trials(study)
     for trial in study.get_trials(deepcopy=False):
         started, finished = trial.datetime_start, trial.datetime_complete
+        known = started is not None and finished is not None and trial.number not in cut_off
         row = {"protocol": protocol, "method": method, "trial": trial.number, "state": trial.state.name,
                "value": trial.value, **{key: trial.user_attrs.get(key) for key in TRIAL_ATTRS},
-               "retry_of": trial.user_attrs.get("retry_of", trial.system_attrs.get("failed_trial")),
+               "retry_of": trial.user_attrs.get(RETRY_OF, trial.system_attrs.get("failed_trial")),
+               "interrupted": trial.number in cut_off,
                "started": None if started is None else started.isoformat(timespec="seconds"),
-               "wall_seconds": None if started is None or finished is None else (finished - started).total_seconds()}
+               "wall_seconds": (finished - started).total_seconds() if known else None}
         row |= {f"param:{name}": value for name, value in trial.params.items()}
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def interrupted_trials(study: optuna.Study) -> set[int]:
+    """Numbers of the trials that were cut off: marked so when failed, or failed and queued again (by an older
+    version of the search, or by another worker's heartbeat check)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF, t.system_attrs.get("failed_trial")) for t in trials}
+    return {t.number for t in trials
+            if t.state == TrialState.FAIL and (t.user_attrs.get(INTERRUPTED) or t.number in retried)}
+
+
 def trial_records(study: optuna.Study, budget: set[int]) -> list[dict[str, Any]]:
     """Every trial in order, for figures: ``trial``, ``state``, ``value``, ``val_clean``, ``seconds``, and
-    ``counted`` (whether it is one of the completed trials of the budget, ``budget``)."""
+    ``counted`` (whether it is one of the completed trials of the budget, ``budget``).
+
+    ``seconds`` is the trial's own training time, or its start-to-end time where it failed in its run. An
+    interrupted trial has ``seconds`` ``None`` and ``interrupted`` true: its end time is when a later run
+    found it, possibly days later, and how long it ran before it was cut off is not known.
+    """
+    cut_off = interrupted_trials(study)
     records = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         started, finished = trial.datetime_start, trial.datetime_complete
-        wall = None if started is None or finished is None else (finished - started).total_seconds()
+        wall = None if started is None or finished is None or trial.number in cut_off \
+            else (finished - started).total_seconds()
         records.append({"trial": trial.number, "state": trial.state.name, "value": trial.value,
                         "val_clean": trial.user_attrs.get("val_clean"),
-                        "seconds": trial.user_attrs.get("seconds", wall), "counted": trial.number in budget})
+                        "seconds": trial.user_attrs.get("seconds", wall), "counted": trial.number in budget,
+                        "interrupted": trial.number in cut_off})
     return records
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dhat.tuning.settings import StorageSettings
 
-__all__ = ["JOURNAL_PREFIX", "RETRY_OF", "open_storage", "storage_label", "requeue_interrupted"]
+__all__ = ["JOURNAL_PREFIX", "RETRY_OF", "INTERRUPTED", "open_storage", "storage_label", "requeue_interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 JOURNAL_PREFIX = "journal:"
 #: User attribute of a trial queued again after an interruption: the number of the trial it repeats.
 RETRY_OF = "retry_of"
+#: User attribute of a trial that was cut off (failed when the next run found it running).
+INTERRUPTED = "interrupted"
 
 
 def storage_label(settings: StorageSettings, default_file: str | Path) -> str:
@@ -76,11 +78,14 @@ def requeue_interrupted(study: optuna.Study, storage: BaseStorage) -> list[int]:
     Only for a study this process alone works on (``tune.storage.single_worker``): a
     trial that is running when the run starts was cut off by a crash or a kill. The retry
     keeps the sampled values; the trials after it are sampled afresh (:func:`dhat.tuning.search.trial_sampler`).
+    The failed trial is marked :data:`INTERRUPTED`: when it stopped running is not known (its end
+    time is when this run found it), so its time is not counted as the search's.
     """
     study_id = storage.get_study_id_from_name(study.study_name)
     interrupted = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in interrupted:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         original = trial.user_attrs.get(RETRY_OF, trial.number)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF: original}, skip_if_exists=False)
